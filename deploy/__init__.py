@@ -1,0 +1,1 @@
+"""Deployment: city packs, the local stack, docker-compose, Prometheus and Grafana."""

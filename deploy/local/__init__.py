@@ -1,0 +1,1 @@
+"""The local stack without Docker: Kafka, PostgreSQL, the services, demo departments."""

@@ -1,0 +1,3 @@
+from services.escalation.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""notify: delivers case events to departments' webhooks and notices to citizens."""

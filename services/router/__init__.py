@@ -1,0 +1,1 @@
+"""router: classifies each accepted request and dispatches it to the responsible department."""

@@ -1,0 +1,195 @@
+"""Read and check a city pack. A bad pack stops the start with one message naming
+the file and the line of the problem."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from shared.citypack.models import (
+    Category,
+    Department,
+    DepartmentsFile,
+    RoutesFile,
+    SlaFile,
+    SlaPolicy,
+    TaxonomyFile,
+)
+from shared.events import Urgency
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class PackError(ValueError):
+    """A city pack that cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class YamlDoc:
+    """A parsed YAML file that remembers the line of every value, for error messages."""
+
+    path: Path
+    data: Any
+    lines: dict[tuple[Any, ...], int] = field(default_factory=dict)
+
+    def line_of(self, loc: tuple[Any, ...]) -> int | None:
+        for end in range(len(loc), -1, -1):
+            line = self.lines.get(tuple(loc[:end]))
+            if line is not None:
+                return line
+        return None
+
+    def error(self, loc: tuple[Any, ...], message: str) -> PackError:
+        line = self.line_of(loc)
+        where = f"{self.path} line {line}" if line is not None else str(self.path)
+        return PackError(f"{where}: {message}")
+
+
+def read_yaml(path: Path) -> YamlDoc:
+    if not path.is_file():
+        raise PackError(f"{path}: file missing")
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path} line {mark.line + 1}" if mark is not None else str(path)
+        raise PackError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from error
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _index_lines(node, (), lines)
+    return YamlDoc(path, data, lines)
+
+
+def _index_lines(node: yaml.Node, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            _index_lines(value_node, (*loc, key_node.value), lines)
+            lines[(*loc, key_node.value)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, (*loc, index), lines)
+
+
+def parse(doc: YamlDoc, model: type[ModelT]) -> ModelT:
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)[0]
+        loc = tuple(first["loc"])
+        path = ".".join(str(p) for p in loc)
+        raise doc.error(loc, f"{path}: {first['msg']}") from error
+
+
+@dataclass(frozen=True)
+class CityPack:
+    name: str
+    directory: Path
+    departments: dict[str, Department]
+    categories: dict[str, Category]
+    routes: RoutesFile
+    sla: SlaFile
+
+    def category(self, category_id: str) -> Category:
+        return self.categories[category_id]
+
+    def policy_for(self, urgency: Urgency) -> tuple[str, SlaPolicy]:
+        policy = self.sla.policies.get(urgency.value) or self.sla.policies["general"]
+        name = urgency.value if urgency.value in self.sla.policies else "general"
+        return name, policy
+
+
+def load_pack(directory: Path) -> CityPack:
+    """Load and cross-check every file of the pack in ``directory``."""
+    if not directory.is_dir():
+        raise PackError(f"{directory}: no such city pack directory")
+    departments_doc = read_yaml(directory / "departments.yaml")
+    departments_file = parse(departments_doc, DepartmentsFile)
+    departments: dict[str, Department] = {}
+    for index, department in enumerate(departments_file.departments):
+        if department.id in departments:
+            raise departments_doc.error(
+                ("departments", index, "id"), f"department {department.id!r} listed twice"
+            )
+        departments[department.id] = department
+
+    taxonomy_doc = read_yaml(directory / "taxonomy.yaml")
+    taxonomy = parse(taxonomy_doc, TaxonomyFile)
+    categories: dict[str, Category] = {}
+    codes: set[str] = set()
+    for index, category in enumerate(taxonomy.categories):
+        if category.id in categories or category.service_code in codes:
+            raise taxonomy_doc.error(
+                ("categories", index), f"category {category.id!r} or its service_code repeats"
+            )
+        categories[category.id] = category
+        codes.add(category.service_code)
+
+    routes_doc = read_yaml(directory / "routes.yaml")
+    routes = parse(routes_doc, RoutesFile)
+    _check_departments(
+        routes_doc, ("fallback",), routes.fallback.lead, routes.fallback.cooperating, departments
+    )
+    seen_routes: set[str] = set()
+    for index, route in enumerate(routes.routes):
+        loc = ("routes", index)
+        if route.id in seen_routes:
+            raise routes_doc.error((*loc, "id"), f"route id {route.id!r} repeats")
+        seen_routes.add(route.id)
+        _check_departments(routes_doc, loc, route.lead, route.cooperating, departments)
+        if route.match.category is not None and route.match.category not in categories:
+            raise routes_doc.error(
+                (*loc, "match", "category"), f"unknown category {route.match.category!r}"
+            )
+
+    sla_doc = read_yaml(directory / "sla.yaml")
+    sla = parse(sla_doc, SlaFile)
+    if "general" not in sla.policies:
+        raise sla_doc.error(("policies",), "a 'general' policy is required (the default)")
+    levels = [step.level for step in sla.ladder]
+    if levels != sorted(levels) or len(set(levels)) != len(levels):
+        raise sla_doc.error(("ladder",), "ladder levels must be distinct and in rising order")
+
+    return CityPack(
+        name=directory.name,
+        directory=directory,
+        departments=departments,
+        categories=categories,
+        routes=routes,
+        sla=sla,
+    )
+
+
+def _check_departments(
+    doc: YamlDoc,
+    loc: tuple[Any, ...],
+    lead: str,
+    cooperating: list[str],
+    departments: dict[str, Department],
+) -> None:
+    if lead not in departments:
+        raise doc.error((*loc, "lead"), f"unknown department {lead!r} (not in departments.yaml)")
+    for index, other in enumerate(cooperating):
+        if other not in departments:
+            raise doc.error(
+                (*loc, "cooperating", index),
+                f"unknown department {other!r} (not in departments.yaml)",
+            )
+        if other == lead:
+            raise doc.error((*loc, "cooperating", index), f"{other!r} is already the lead")
+
+
+def load_pack_or_exit(directory: Path) -> CityPack:
+    """For service start: a bad pack prints one line naming file and line, then exit(2)."""
+    try:
+        return load_pack(directory)
+    except PackError as error:
+        print(f"bad city pack: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,190 @@
+"""PostgreSQL: a pool per service schema, a migration runner and the consumer inbox.
+
+Each service owns one schema (``intake``, ``router``, …) and reaches it through
+``search_path``, so a service's SQL names its tables without qualification and
+never touches another service's tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+log = structlog.get_logger(__name__)
+
+SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+# Errors that a later attempt can get past: the database restarting or unreachable.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name,
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+def check_schema_name(schema: str) -> str:
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"bad schema name {schema!r}")
+    return schema
+
+
+async def connect_pool(
+    dsn: str,
+    schema: str,
+    *,
+    max_size: int = 10,
+    attempts: int = 60,
+) -> asyncpg.Pool:
+    """A pool whose connections see ``schema`` first; waits for the server to come up."""
+    check_schema_name(schema)
+    for attempt in range(1, attempts + 1):
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=max_size,
+                init=_init_connection,
+                server_settings={"search_path": schema, "application_name": f"civicroute-{schema}"},
+                command_timeout=60,
+            )
+        except TRANSIENT_DB_ERRORS as error:
+            if attempt == attempts:
+                raise
+            log.warning("database not reachable yet", attempt=attempt, error=str(error))
+            await asyncio.sleep(min(0.25 * attempt, 2.0))
+        else:
+            assert pool is not None
+            return pool
+    raise AssertionError("unreachable")
+
+
+def _migration_files(directory: Path) -> list[tuple[int, str, str]]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"{path}: migration files are named NNN_snake_case.sql")
+        found.append((int(match.group(1)), path.name, path.read_text()))
+    versions = [v for v, _, _ in found]
+    if len(versions) != len(set(versions)):
+        raise MigrationError(f"{directory}: two migrations share a number")
+    return found
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, service_dir: Path | None) -> list[str]:
+    """Apply the shared migrations (outbox, inbox) then the service's own, once each.
+
+    A session advisory lock makes replicas that start together take turns.
+    Returns the names of the migrations applied now.
+    """
+    check_schema_name(schema)
+    sources: list[tuple[str, Path]] = [("shared", SHARED_MIGRATIONS)]
+    if service_dir is not None:
+        sources.append((schema, service_dir))
+    applied_now: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"civicroute.migrate.{schema}")
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await conn.execute(
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    source     text        NOT NULL,
+                    version    int         NOT NULL,
+                    name       text        NOT NULL,
+                    checksum   text        NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (source, version)
+                )"""
+            )
+            for source, directory in sources:
+                done = {
+                    row["version"]: row
+                    for row in await conn.fetch(
+                        "SELECT version, name, checksum FROM schema_migrations WHERE source = $1",
+                        source,
+                    )
+                }
+                for version, name, sql in _migration_files(directory):
+                    checksum = hashlib.sha256(sql.encode()).hexdigest()
+                    if version in done:
+                        if done[version]["checksum"] != checksum:
+                            raise MigrationError(
+                                f"{directory / name}: changed after it was applied; "
+                                "add a new migration instead"
+                            )
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(sql)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (source, version, name, checksum)"
+                            " VALUES ($1, $2, $3, $4)",
+                            source,
+                            version,
+                            name,
+                            checksum,
+                        )
+                    applied_now.append(f"{source}/{name}")
+        finally:
+            await conn.execute(
+                "SELECT pg_advisory_unlock(hashtext($1))", f"civicroute.migrate.{schema}"
+            )
+    if applied_now:
+        log.info("migrations applied", schema=schema, migrations=applied_now)
+    return applied_now
+
+
+async def claim_new_events(conn: asyncpg.Connection, event_ids: Sequence[str]) -> set[str]:
+    """Record event ids as processed; return those not seen before.
+
+    Call inside the transaction that applies the events, so a redelivered
+    event is recognised exactly when its effects were committed.
+    """
+    if not event_ids:
+        return set()
+    rows = await conn.fetch(
+        "INSERT INTO processed_events (event_id) SELECT unnest($1::text[])"
+        " ON CONFLICT DO NOTHING RETURNING event_id",
+        list(event_ids),
+    )
+    return {row["event_id"] for row in rows}
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    async with pool.acquire(timeout=2) as conn:
+        await conn.fetchval("SELECT 1", timeout=2)
+
+
+def as_records(rows: Iterable[asyncpg.Record]) -> list[dict[str, Any]]:
+    return [dict(row) for row in rows]

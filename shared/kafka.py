@@ -1,0 +1,335 @@
+"""Kafka at the edge: the producer, the dead-letter writer and the consumer runtime.
+
+The consumer runtime's promise: an offset is committed only after the work for
+every message before it is durably done (its transaction committed, or the
+message dead-lettered with its reason and original bytes). A crash anywhere
+means redelivery, and handlers are idempotent on the CloudEvents ``id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from pydantic import BaseModel
+
+from shared.aio import sleep_or_stop
+from shared.db import TRANSIENT_DB_ERRORS
+from shared.events import (
+    CloudEvent,
+    EventType,
+    InvalidEvent,
+    MessageDeadLettered,
+    decode,
+    encode,
+    new_event,
+    utcnow,
+)
+from shared.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, KafkaError)
+# A handler that fails this often on one message for a non-transient reason has a
+# bug or met data it cannot take: the message is dead-lettered so the partition moves on.
+MAX_HANDLER_ATTEMPTS = 3
+
+
+async def start_with_retry(client: AIOKafkaProducer | AIOKafkaConsumer, what: str) -> None:
+    """Brokers may still be starting when a service does; keep trying for a minute."""
+    deadline = time.monotonic() + 60
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await client.start()
+            return
+        except KafkaConnectionError as error:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("kafka not reachable yet", client=what, attempt=attempt, error=str(error))
+            await asyncio.sleep(min(0.25 * attempt, 2.0))
+
+
+def make_producer(bootstrap: str, *, idempotent: bool, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=idempotent,
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=30_000,
+    )
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One decoded message with where it came from."""
+
+    event: CloudEvent
+    payload: BaseModel
+    record: ConsumerRecord
+
+
+Handler = Callable[[Sequence[Inbound]], Awaitable[None]]
+
+
+class DeadLetters:
+    """Writes unprocessable messages to ``deadletter.v1``, keyed by their original key."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, service: str, metrics: Metrics):
+        self._producer = producer
+        self._topic = topic
+        self._service = service
+        self._total = metrics.counter(
+            "deadlettered_total", "Messages sent to the dead-letter topic", ["topic", "reason"]
+        )
+
+    async def send(self, record: ConsumerRecord, reason: str) -> None:
+        payload = MessageDeadLettered(
+            reason=reason[:2000],
+            service=self._service,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
+            value_b64=base64.b64encode(record.value or b"").decode(),
+            at=utcnow(),
+        )
+        event = new_event(
+            EventType.MESSAGE_DEADLETTERED,
+            source=f"/civicroute/{self._service}",
+            subject=None,
+            data=payload,
+        )
+        await self._producer.send_and_wait(self._topic, encode(event), key=record.key)
+        self._total.labels(record.topic, reason_label(reason)).inc()
+        log.warning(
+            "message dead-lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason[:300],
+        )
+
+
+def reason_label(reason: str) -> str:
+    """A bounded metric label from a free-text reason: the part before the first colon."""
+    return reason.split(":", 1)[0][:60]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    reason: str
+    invalid: bool  # the handler judged the message itself bad: no retry will help
+
+
+@dataclass
+class _Batch:
+    valid: list[Inbound] = field(default_factory=list)
+    invalid: list[tuple[ConsumerRecord, str]] = field(default_factory=list)
+    ignored: int = 0
+
+
+class ConsumerRuntime:
+    """Consume topics in batches, hand valid events to ``handler``, commit after.
+
+    ``accept`` names the event types the handler wants; others are skipped (and
+    committed), as the contract says consumers ignore types they do not handle.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        bootstrap: str,
+        topics: Sequence[str],
+        group_id: str,
+        handler: Handler,
+        accept: set[str],
+        dead_letters: DeadLetters,
+        metrics: Metrics,
+        max_batch: int = 500,
+    ) -> None:
+        self._service = service
+        self._topics = list(topics)
+        self._handler = handler
+        self._accept = accept
+        self._dead = dead_letters
+        self._max_batch = max_batch
+        self._lock = asyncio.Lock()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            client_id=f"civicroute-{service}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=max_batch,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=300_000,
+        )
+        self.ready = asyncio.Event()
+        self._consumed = metrics.counter("messages_consumed_total", "Messages read", ["topic"])
+        self._processed = metrics.counter(
+            "messages_processed_total", "Messages whose work is durably done", ["topic"]
+        )
+        self._failed = metrics.counter(
+            "messages_failed_total", "Handler attempts that failed", ["topic", "kind"]
+        )
+        self._lag = metrics.gauge("consumer_lag_messages", "Messages behind the log end", ["topic"])
+        self._batch_seconds = metrics.histogram("batch_seconds", "Time to process one batch")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._consumer.subscribe(self._topics, listener=_FinishBatchOnRevoke(self._lock))
+        await start_with_retry(self._consumer, f"{self._service}-consumer")
+        self.ready.set()
+        try:
+            while not stop.is_set():
+                records = await self._consumer.getmany(timeout_ms=250, max_records=self._max_batch)
+                if not records:
+                    await self._update_lag()
+                    continue
+                async with self._lock:
+                    if await self._process(records, stop):
+                        await self._commit(records)
+                await self._update_lag()
+        finally:
+            await self._consumer.stop()
+
+    async def _process(
+        self, records: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event
+    ) -> bool:
+        """Do the batch's work; False when stopped before it was done (so no commit)."""
+        started = time.perf_counter()
+        batch = self._classify(records)
+        for record, reason in batch.invalid:
+            await self._dead_letter(record, reason, stop)
+        done = await self._handle(batch.valid, stop)
+        if done:
+            for tp, messages in records.items():
+                self._processed.labels(tp.topic).inc(len(messages))
+            self._batch_seconds.observe(time.perf_counter() - started)
+        return done
+
+    def _classify(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> _Batch:
+        batch = _Batch()
+        seen: set[str] = set()
+        for tp, messages in records.items():
+            self._consumed.labels(tp.topic).inc(len(messages))
+            for record in messages:
+                try:
+                    event = decode(record.value)
+                    if event.type not in self._accept or event.id in seen:
+                        batch.ignored += 1
+                        continue
+                    payload = event.payload()
+                except InvalidEvent as error:
+                    batch.invalid.append((record, str(error)))
+                    continue
+                if payload is None:
+                    batch.ignored += 1
+                    continue
+                seen.add(event.id)
+                batch.valid.append(Inbound(event, payload, record))
+        return batch
+
+    async def _handle(self, items: list[Inbound], stop: asyncio.Event) -> bool:
+        if not items:
+            return True
+        outcome = await self._attempt(items, stop)
+        if isinstance(outcome, bool):
+            return outcome
+        # The batch failed for a non-transient reason: find the culprit one by one.
+        for item in items:
+            for attempt in range(1, MAX_HANDLER_ATTEMPTS + 1):
+                outcome = await self._attempt([item], stop)
+                if isinstance(outcome, bool):
+                    break
+                if outcome.invalid or attempt == MAX_HANDLER_ATTEMPTS:
+                    reason = (
+                        outcome.reason
+                        if outcome.invalid
+                        else f"processing failed: {outcome.reason}"
+                    )
+                    await self._dead_letter(item.record, reason, stop)
+                    break
+            if outcome is False:
+                return False
+        return True
+
+    async def _attempt(self, items: list[Inbound], stop: asyncio.Event) -> bool | _Failure:
+        """True when done; False when stopped first; a _Failure for a non-transient error."""
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                await self._handler(items)
+                return True
+            except InvalidEvent as error:
+                return _Failure(str(error), invalid=True)
+            except TRANSIENT_ERRORS as error:
+                self._failed.labels(items[0].record.topic, "transient").inc()
+                log.warning("transient failure; retrying batch", error=repr(error), delay=delay)
+                await sleep_or_stop(stop, delay)
+                delay = min(delay * 2, 5.0)
+            except Exception as error:
+                self._failed.labels(items[0].record.topic, "error").inc()
+                log.exception("handler failed", batch_size=len(items))
+                return _Failure(f"{type(error).__name__}: {error}", invalid=False)
+        return False
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str, stop: asyncio.Event) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._dead.send(record, reason)
+                return
+            except KafkaError as error:
+                if stop.is_set():
+                    raise
+                log.warning("dead-letter publish failed; retrying", error=repr(error))
+                await sleep_or_stop(stop, delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _commit(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        offsets = {tp: OffsetAndMetadata(msgs[-1].offset + 1, "") for tp, msgs in records.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except (KafkaError, AssertionError) as error:
+            # Partitions moved to another member; it will redeliver, and handlers are idempotent.
+            log.warning("offset commit failed", error=repr(error))
+
+    async def _update_lag(self) -> None:
+        behind: dict[str, int] = {}
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            position = await self._consumer.position(tp)
+            behind[tp.topic] = behind.get(tp.topic, 0) + max(0, end - position)
+        for topic, lag in behind.items():
+            self._lag.labels(topic).set(lag)
+
+
+class _FinishBatchOnRevoke(ConsumerRebalanceListener):
+    """Before partitions move, wait for the batch in hand to finish and commit."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info(
+            "partitions assigned", partitions=sorted(f"{t.topic}:{t.partition}" for t in assigned)
+        )
