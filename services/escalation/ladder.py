@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.citypack.models import LadderStep
+from shared.citypack.sla import LadderStep
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shared.citypack import CityPack
-from shared.citypack.models import Category
+from shared.citypack.taxonomy import Category
 from shared.events import CitizenRequest, Jurisdiction, Urgency
 
 

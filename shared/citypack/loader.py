@@ -11,15 +11,10 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from shared.citypack.models import (
-    Category,
-    Department,
-    DepartmentsFile,
-    RoutesFile,
-    SlaFile,
-    SlaPolicy,
-    TaxonomyFile,
-)
+from shared.citypack.departments import Department, DepartmentsFile
+from shared.citypack.routes import RoutesFile
+from shared.citypack.sla import SlaFile, SlaPolicy
+from shared.citypack.taxonomy import Category, TaxonomyFile
 from shared.events import Urgency
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -110,61 +105,75 @@ def load_pack(directory: Path) -> CityPack:
     """Load and cross-check every file of the pack in ``directory``."""
     if not directory.is_dir():
         raise PackError(f"{directory}: no such city pack directory")
-    departments_doc = read_yaml(directory / "departments.yaml")
-    departments_file = parse(departments_doc, DepartmentsFile)
-    departments: dict[str, Department] = {}
-    for index, department in enumerate(departments_file.departments):
-        if department.id in departments:
-            raise departments_doc.error(
-                ("departments", index, "id"), f"department {department.id!r} listed twice"
-            )
-        departments[department.id] = department
-
-    taxonomy_doc = read_yaml(directory / "taxonomy.yaml")
-    taxonomy = parse(taxonomy_doc, TaxonomyFile)
-    categories: dict[str, Category] = {}
-    codes: set[str] = set()
-    for index, category in enumerate(taxonomy.categories):
-        if category.id in categories or category.service_code in codes:
-            raise taxonomy_doc.error(
-                ("categories", index), f"category {category.id!r} or its service_code repeats"
-            )
-        categories[category.id] = category
-        codes.add(category.service_code)
-
-    routes_doc = read_yaml(directory / "routes.yaml")
-    routes = parse(routes_doc, RoutesFile)
-    _check_departments(
-        routes_doc, ("fallback",), routes.fallback.lead, routes.fallback.cooperating, departments
-    )
-    seen_routes: set[str] = set()
-    for index, route in enumerate(routes.routes):
-        loc = ("routes", index)
-        if route.id in seen_routes:
-            raise routes_doc.error((*loc, "id"), f"route id {route.id!r} repeats")
-        seen_routes.add(route.id)
-        _check_departments(routes_doc, loc, route.lead, route.cooperating, departments)
-        if route.match.category is not None and route.match.category not in categories:
-            raise routes_doc.error(
-                (*loc, "match", "category"), f"unknown category {route.match.category!r}"
-            )
-
-    sla_doc = read_yaml(directory / "sla.yaml")
-    sla = parse(sla_doc, SlaFile)
-    if "general" not in sla.policies:
-        raise sla_doc.error(("policies",), "a 'general' policy is required (the default)")
-    levels = [step.level for step in sla.ladder]
-    if levels != sorted(levels) or len(set(levels)) != len(levels):
-        raise sla_doc.error(("ladder",), "ladder levels must be distinct and in rising order")
-
+    departments = _load_departments(directory)
+    categories = _load_taxonomy(directory)
     return CityPack(
         name=directory.name,
         directory=directory,
         departments=departments,
         categories=categories,
-        routes=routes,
-        sla=sla,
+        routes=_load_routes(directory, departments, categories),
+        sla=_load_sla(directory),
     )
+
+
+def _load_departments(directory: Path) -> dict[str, Department]:
+    doc = read_yaml(directory / "departments.yaml")
+    departments: dict[str, Department] = {}
+    for index, department in enumerate(parse(doc, DepartmentsFile).departments):
+        if department.id in departments:
+            raise doc.error(
+                ("departments", index, "id"), f"department {department.id!r} listed twice"
+            )
+        departments[department.id] = department
+    return departments
+
+
+def _load_taxonomy(directory: Path) -> dict[str, Category]:
+    doc = read_yaml(directory / "taxonomy.yaml")
+    categories: dict[str, Category] = {}
+    codes: set[str] = set()
+    for index, category in enumerate(parse(doc, TaxonomyFile).categories):
+        if category.id in categories or category.service_code in codes:
+            raise doc.error(
+                ("categories", index), f"category {category.id!r} or its service_code repeats"
+            )
+        categories[category.id] = category
+        codes.add(category.service_code)
+    return categories
+
+
+def _load_routes(
+    directory: Path, departments: dict[str, Department], categories: dict[str, Category]
+) -> RoutesFile:
+    doc = read_yaml(directory / "routes.yaml")
+    routes = parse(doc, RoutesFile)
+    _check_departments(
+        doc, ("fallback",), routes.fallback.lead, routes.fallback.cooperating, departments
+    )
+    seen: set[str] = set()
+    for index, route in enumerate(routes.routes):
+        loc = ("routes", index)
+        if route.id in seen:
+            raise doc.error((*loc, "id"), f"route id {route.id!r} repeats")
+        seen.add(route.id)
+        _check_departments(doc, loc, route.lead, route.cooperating, departments)
+        if route.match.category is not None and route.match.category not in categories:
+            raise doc.error(
+                (*loc, "match", "category"), f"unknown category {route.match.category!r}"
+            )
+    return routes
+
+
+def _load_sla(directory: Path) -> SlaFile:
+    doc = read_yaml(directory / "sla.yaml")
+    sla = parse(doc, SlaFile)
+    if "general" not in sla.policies:
+        raise doc.error(("policies",), "a 'general' policy is required (the default)")
+    levels = [step.level for step in sla.ladder]
+    if levels != sorted(levels) or len(set(levels)) != len(levels):
+        raise doc.error(("ladder",), "ladder levels must be distinct and in rising order")
+    return sla
 
 
 def _check_departments(
