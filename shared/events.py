@@ -36,6 +36,7 @@ class EventType(StrEnum):
     CASE_REOPENED = "civicroute.case.reopened.v1"
     CASE_CLOSED = "civicroute.case.closed.v1"
     CASE_ESCALATED = "civicroute.case.escalated.v1"
+    CASE_DEADLINES_SET = "civicroute.case.deadlines_set.v1"
     MESSAGE_DEADLETTERED = "civicroute.message.deadlettered.v1"
 
 
@@ -222,6 +223,18 @@ class CaseEscalated(Payload):
     targets: list[str] = Field(default_factory=list)
 
 
+class CaseDeadlinesSet(Payload):
+    """The case's clocks as escalation set or moved them (dispatch, extension, reopening)."""
+
+    case_id: str
+    department: str
+    sla_policy: str
+    sign_for_due: AwareDatetime | None = None
+    contact_due: AwareDatetime | None = None
+    resolve_due: AwareDatetime | None = None
+    reason: str = "dispatched"
+
+
 class MessageDeadLettered(Payload):
     reason: str
     service: str
@@ -250,6 +263,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     EventType.CASE_REOPENED: CaseReopened,
     EventType.CASE_CLOSED: CaseClosed,
     EventType.CASE_ESCALATED: CaseEscalated,
+    EventType.CASE_DEADLINES_SET: CaseDeadlinesSet,
     EventType.MESSAGE_DEADLETTERED: MessageDeadLettered,
 }
 

@@ -42,6 +42,9 @@ class CommonSettings(BaseSettings):
     secrets_file: Path | None = Field(
         default=None, description="YAML mapping of department id to its webhook secret(s)"
     )
+    api_keys_file: Path | None = Field(
+        default=None, description="YAML list of API clients: name, roles, sha256 of the key"
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200)
 
     @field_validator("database_url")
