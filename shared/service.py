@@ -9,6 +9,7 @@ the HTTP server closes, then the producer and the pool.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -132,7 +133,12 @@ class Service:
             asyncio.create_task(loop(self.stop), name=name): name for name, loop in self._loops
         }
         server_task = asyncio.create_task(self._server.serve(), name="http")
-        log.info("service started", http_port=self.http_port, loops=[n for n, _ in self._loops])
+        log.info(
+            "service started",
+            http_port=self.http_port,
+            pid=os.getpid(),
+            loops=[n for n, _ in self._loops],
+        )
         exit_code = 0
         stop_waiter = asyncio.create_task(self.stop.wait())
         done, _ = await asyncio.wait(

@@ -1,0 +1,115 @@
+"""Migrations and the consumer inbox, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.db import MigrationError, claim_new_events, connect_pool, migrate
+
+
+def write(directory: Path, name: str, sql: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_text(sql)
+
+
+async def test_migrations_apply_once_in_order_into_the_service_schema(
+    database_url: str, tmp_path: Path
+) -> None:
+    write(tmp_path, "001_things.sql", "CREATE TABLE things (id int PRIMARY KEY);")
+    write(tmp_path, "002_more.sql", "ALTER TABLE things ADD COLUMN name text;")
+    pool = await connect_pool(database_url, "svc")
+    try:
+        first = await migrate(pool, "svc", tmp_path)
+        again = await migrate(pool, "svc", tmp_path)
+        async with pool.acquire() as conn:
+            columns = await conn.fetch(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = 'svc' AND table_name = 'things' ORDER BY ordinal_position"
+            )
+            tables = {
+                r["table_name"]
+                for r in await conn.fetch(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'svc'"
+                )
+            }
+    finally:
+        await pool.close()
+    assert first == ["shared/001_outbox_and_inbox.sql", "svc/001_things.sql", "svc/002_more.sql"]
+    assert again == []
+    assert [c["column_name"] for c in columns] == ["id", "name"]
+    assert {"outbox", "processed_events", "schema_migrations", "things"} <= tables
+
+
+async def test_replicas_migrating_together_apply_each_migration_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    write(tmp_path, "001_t.sql", "CREATE TABLE t (id int);")
+    pools = [await connect_pool(database_url, "svc") for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(p, "svc", tmp_path) for p in pools))
+    finally:
+        for pool in pools:
+            await pool.close()
+    assert sorted(len(r) for r in results) == [0, 0, 2]
+
+
+async def test_editing_an_applied_migration_is_refused(database_url: str, tmp_path: Path) -> None:
+    write(tmp_path, "001_t.sql", "CREATE TABLE t (id int);")
+    pool = await connect_pool(database_url, "svc")
+    try:
+        await migrate(pool, "svc", tmp_path)
+        write(tmp_path, "001_t.sql", "CREATE TABLE t (id bigint);")
+        with pytest.raises(MigrationError, match="changed after it was applied"):
+            await migrate(pool, "svc", tmp_path)
+    finally:
+        await pool.close()
+
+
+async def test_badly_named_migration_is_refused(database_url: str, tmp_path: Path) -> None:
+    write(tmp_path, "first.sql", "SELECT 1;")
+    pool = await connect_pool(database_url, "svc")
+    try:
+        with pytest.raises(MigrationError, match=r"NNN_snake_case\.sql"):
+            await migrate(pool, "svc", tmp_path)
+    finally:
+        await pool.close()
+
+
+async def test_inbox_reports_each_event_id_new_only_once(database_url: str) -> None:
+    pool = await connect_pool(database_url, "svc")
+    try:
+        await migrate(pool, "svc", None)
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                assert await claim_new_events(conn, ["a", "b", "b"]) == {"a", "b"}
+            async with conn.transaction():
+                assert await claim_new_events(conn, ["b", "c"]) == {"c"}
+            # Rolled back work leaves the id unclaimed, so a redelivery is processed.
+            transaction = conn.transaction()
+            await transaction.start()
+            assert await claim_new_events(conn, ["d"]) == {"d"}
+            await transaction.rollback()  # a crash before commit
+            async with conn.transaction():
+                assert await claim_new_events(conn, ["d"]) == {"d"}
+    finally:
+        await pool.close()
+
+
+async def test_pool_connections_see_only_their_schema_first(database_url: str) -> None:
+    pool = await connect_pool(database_url, "alpha")
+    try:
+        await migrate(pool, "alpha", None)
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW search_path") == "alpha"
+            await conn.execute("INSERT INTO processed_events (event_id) VALUES ('x')")
+        raw = await asyncpg.connect(database_url)
+        try:
+            assert await raw.fetchval("SELECT count(*) FROM alpha.processed_events") == 1
+        finally:
+            await raw.close()
+    finally:
+        await pool.close()

@@ -1,0 +1,311 @@
+"""The consumer runtime, the outbox relay and the topic registry on real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import CollectorRegistry
+
+from shared.db import claim_new_events, connect_pool, migrate
+from shared.events import (
+    CaseSigned,
+    EventType,
+    InvalidEvent,
+    MessageDeadLettered,
+    decode,
+    encode,
+    new_event,
+    utcnow,
+)
+from shared.kafka import ConsumerRuntime, DeadLetters, Inbound, make_producer
+from shared.metrics import Metrics
+from shared.outbox import OutboxRelay, enqueue
+from shared.topics import Topic, TopicNames, ensure_topics
+from tests.conftest import Infra
+from tests.helpers import eventually
+
+SIGNED = EventType.CASE_SIGNED.value
+
+
+def signed(case_id: str, note: str = "") -> bytes:
+    payload = CaseSigned(case_id=case_id, department="water_bureau", at=utcnow(), note=note)
+    return encode(new_event(EventType.CASE_SIGNED, source="/test", subject=case_id, data=payload))
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await connect_pool(database_url, "svc")
+    await migrate(pool, "svc", None)
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE seen (case_id text, note text)")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def producer(infra: Infra) -> AsyncIterator[AIOKafkaProducer]:
+    producer = make_producer(infra.bootstrap, idempotent=infra.idempotent, client_id="test")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+class Recorder:
+    """A handler that stores events durably, the way services do (inbox + state in one tx)."""
+
+    def __init__(self, pool: asyncpg.Pool, fail_times: int = 0, poison_note: str | None = None):
+        self.pool = pool
+        self.fail_times = fail_times
+        self.poison_note = poison_note
+        self.calls = 0
+
+    async def __call__(self, batch: Sequence[Inbound]) -> None:
+        self.calls += 1
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            raise ConnectionResetError("database went away")
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await claim_new_events(conn, [i.event.id for i in batch])
+            for item in batch:
+                payload = item.payload
+                assert isinstance(payload, CaseSigned)
+                if payload.note == self.poison_note:
+                    raise ValueError("cannot handle this one")
+                if payload.note == "reject":
+                    raise InvalidEvent("rejected: the handler refuses it")
+                if item.event.id in fresh:
+                    await conn.execute(
+                        "INSERT INTO seen VALUES ($1, $2)", payload.case_id, payload.note
+                    )
+
+
+def runtime_for(
+    infra: Infra,
+    topics: TopicNames,
+    producer: AIOKafkaProducer,
+    handler: Recorder,
+    group: str = "svc",
+) -> ConsumerRuntime:
+    metrics = Metrics("test", registry=CollectorRegistry())
+    return ConsumerRuntime(
+        service="test",
+        bootstrap=infra.bootstrap,
+        topics=[topics(Topic.CASE_EVENTS)],
+        group_id=topics.group(group),
+        handler=handler,
+        accept={SIGNED},
+        dead_letters=DeadLetters(producer, topics(Topic.DEADLETTER), "test", metrics),
+        metrics=metrics,
+        max_batch=50,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(runtime: ConsumerRuntime) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def read_all(infra: Infra, topic: str, expect: int) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=infra.bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        for _ in range(40):
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                values.extend(m.value for m in messages)
+            if len(values) >= expect and not batch:
+                break
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def count_seen(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SELECT count(*) FROM seen")
+
+
+def seen(pool: asyncpg.Pool, expected: int):  # type: ignore[no-untyped-def]
+    """A check for ``eventually``: exactly ``expected`` events stored."""
+
+    async def check() -> bool:
+        return await count_seen(pool) == expected
+
+    return check
+
+
+async def committed(infra: Infra, topics: TopicNames, group: str = "svc") -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
+    await admin.start()
+    try:
+        partitions = [TopicPartition(topics(Topic.CASE_EVENTS), p) for p in range(3)]
+        offsets = await admin.list_consumer_group_offsets(
+            topics.group(group), partitions=partitions
+        )
+        return sum(max(o.offset, 0) for o in offsets.values())
+    finally:
+        await admin.close()
+
+
+async def test_poison_messages_are_dead_lettered_with_reason_and_bytes_and_the_rest_processed(
+    infra: Infra, topics: TopicNames, producer: AIOKafkaProducer, pool: asyncpg.Pool
+) -> None:
+    topic = topics(Topic.CASE_EVENTS)
+    poison = [
+        b"{broken json",
+        b"\xff\xfe not utf8",
+        signed("C-bad").replace(b'"water_bureau"', b"42"),
+    ]
+    for n in range(10):
+        await producer.send_and_wait(topic, signed(f"C{n}"), key=f"C{n}".encode())
+        if n < len(poison):
+            await producer.send_and_wait(topic, poison[n], key=b"poison")
+    await producer.send_and_wait(topic, signed("C-reject", note="reject"), key=b"C-reject")
+    async with running(runtime_for(infra, topics, producer, Recorder(pool))):
+        await eventually(seen(pool, 10), message="all 10 good events")
+    dead = [decode(v) for v in await read_all(infra, topics(Topic.DEADLETTER), 4)]
+    payloads = [MessageDeadLettered.model_validate(d.data) for d in dead]
+    assert sorted(base64.b64decode(p.value_b64) for p in payloads[:3]) == sorted(poison)
+    reasons = sorted(p.reason.split(":")[0] for p in payloads)
+    assert reasons == [
+        "invalid civicroute.case.signed.v1 data",
+        "malformed JSON",
+        "malformed JSON",
+        "rejected",
+    ]
+    assert all(p.topic == topic and p.offset >= 0 for p in payloads)
+    assert await committed(infra, topics) == 14  # every offset, poison included, is behind us
+
+
+async def test_transient_failures_are_retried_until_the_work_is_done(
+    infra: Infra, topics: TopicNames, producer: AIOKafkaProducer, pool: asyncpg.Pool
+) -> None:
+    for n in range(5):
+        await producer.send_and_wait(topics(Topic.CASE_EVENTS), signed(f"C{n}"), key=b"k")
+    handler = Recorder(pool, fail_times=3)
+    async with running(runtime_for(infra, topics, producer, handler)):
+        await eventually(seen(pool, 5), message="work done after retries")
+    assert handler.calls >= 4
+    assert await read_all(infra, topics(Topic.DEADLETTER), 0) == []
+
+
+async def test_a_message_that_keeps_failing_is_dead_lettered_and_its_neighbours_processed(
+    infra: Infra, topics: TopicNames, producer: AIOKafkaProducer, pool: asyncpg.Pool
+) -> None:
+    for n in range(6):
+        note = "bug" if n == 3 else ""
+        await producer.send_and_wait(topics(Topic.CASE_EVENTS), signed(f"C{n}", note), key=b"k")
+    async with running(runtime_for(infra, topics, producer, Recorder(pool, poison_note="bug"))):
+        await eventually(seen(pool, 5), message="the five good ones")
+    dead = [decode(v) for v in await read_all(infra, topics(Topic.DEADLETTER), 1)]
+    assert len(dead) == 1
+    assert dead[0].data["reason"].startswith("processing failed: ValueError")
+
+
+async def test_offsets_are_not_committed_before_the_work_is_durable(
+    infra: Infra, topics: TopicNames, producer: AIOKafkaProducer, pool: asyncpg.Pool
+) -> None:
+    for n in range(4):
+        await producer.send_and_wait(topics(Topic.CASE_EVENTS), signed(f"C{n}"), key=b"k")
+    stuck = Recorder(pool, fail_times=10_000)  # the database is "down" the whole time
+    async with running(runtime_for(infra, topics, producer, stuck)):
+        await eventually(lambda: stuck.calls >= 2, message="attempts")
+    assert await committed(infra, topics) == 0
+    assert await count_seen(pool) == 0
+    # The next consumer in the group gets every message again and finishes the work.
+    async with running(runtime_for(infra, topics, producer, Recorder(pool))):
+        await eventually(seen(pool, 4), message="redelivered and done")
+
+
+async def test_two_replicas_share_the_work_and_every_event_is_processed_once(
+    infra: Infra, topics: TopicNames, producer: AIOKafkaProducer, pool: asyncpg.Pool
+) -> None:
+    first = runtime_for(infra, topics, producer, Recorder(pool))
+    async with running(first):
+        for n in range(150):
+            await producer.send(topics(Topic.CASE_EVENTS), signed(f"C{n}"), key=f"C{n}".encode())
+            if n == 50:
+                second_ctx = running(runtime_for(infra, topics, producer, Recorder(pool)))
+                await second_ctx.__aenter__()
+        await producer.flush()
+        await eventually(seen(pool, 150), timeout=60, message="150 events")
+        await second_ctx.__aexit__(None, None, None)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(DISTINCT case_id) FROM seen") == 150
+
+
+async def test_outbox_relay_publishes_in_order_and_empties_the_outbox(
+    infra: Infra,
+    topics: TopicNames,
+    producer: AIOKafkaProducer,
+    pool: asyncpg.Pool,
+    database_url: str,
+) -> None:
+    topic = topics(Topic.CASE_EVENTS)
+    events = [
+        new_event(
+            EventType.CASE_SIGNED,
+            source="/t",
+            subject="C1",
+            data=CaseSigned(case_id="C1", department="d", at=utcnow(), note=str(n)),
+        )
+        for n in range(120)
+    ]
+    async with pool.acquire() as conn:
+        for start in range(0, 120, 30):
+            async with conn.transaction():
+                await enqueue(conn, "svc", [(topic, "C1", e) for e in events[start : start + 30]])
+    relays = [
+        OutboxRelay(
+            dsn=database_url,
+            schema="svc",
+            producer=producer,
+            metrics=Metrics("test", registry=CollectorRegistry()),
+            batch_size=25,
+        )
+        for _ in range(2)
+    ]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(r.run(stop)) for r in relays]
+    try:
+
+        async def drained() -> bool:
+            async with pool.acquire() as conn:
+                return await conn.fetchval("SELECT count(*) FROM outbox") == 0
+
+        await eventually(drained, message="outbox drained")
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    published = [decode(v) for v in await read_all(infra, topic, 120)]
+    assert [e.id for e in published] == [e.id for e in events]  # once each, in order
+
+
+async def test_topics_are_created_once_even_when_services_race(infra: Infra) -> None:
+    names = TopicNames("race.")
+    await asyncio.gather(*(ensure_topics(infra.bootstrap, names, 3) for _ in range(4)))
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        described = await admin.describe_topics([names(Topic.CASE_EVENTS), names(Topic.DEADLETTER)])
+    finally:
+        await admin.close()
+    assert {names(t) for t in Topic} <= existing
+    assert [len(d["partitions"]) for d in described] == [3, 1]
