@@ -45,8 +45,21 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 # Minutes to weeks: sign-for is minutes, resolution can take a fortnight and more.
 CASE_DURATION_BUCKETS = (
-    60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 345600, 604800, 1296000, 2592000,
-)  # fmt: skip
+    60,
+    300,
+    900,
+    1800,
+    3600,
+    7200,
+    14400,
+    28800,
+    86400,
+    172800,
+    345600,
+    604800,
+    1296000,
+    2592000,
+)
 
 
 class EscalationSettings(CommonSettings):
@@ -122,10 +135,11 @@ class Escalation:
         )
         self.open_cases = m.gauge("open_cases", "Cases by lifecycle state", ["state"])
         self.rate_gauges = {
-            name: m.gauge(f"{name}_rate", f"{name.capitalize()} rate over the trailing window",
-                          ["department"])
+            name: m.gauge(
+                f"{name}_rate", f"{name.capitalize()} rate over the trailing window", ["department"]
+            )
             for name in ("response", "resolution", "satisfaction")
-        }  # fmt: skip
+        }
 
     # --- events out --------------------------------------------------------------------------
 
@@ -198,9 +212,13 @@ class Escalation:
                 inbound = (
                     payload.dispatched_at,
                     EventType.CASE_DISPATCHED.value,
-                    {"attempt": payload.attempt, "route_id": payload.route_id,
-                     "excluded": payload.excluded, "cooperating": payload.cooperating},
-                )  # fmt: skip
+                    {
+                        "attempt": payload.attempt,
+                        "route_id": payload.route_id,
+                        "excluded": payload.excluded,
+                        "cooperating": payload.cooperating,
+                    },
+                )
             elif isinstance(payload, CaseTriaged):
                 outcome = lifecycle.triage(current, payload)
                 inbound = (
