@@ -25,7 +25,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from services.escalation import lifecycle, open311, report, store
 from services.escalation.lifecycle import Case, Outcome, Refused
 from shared.apikeys import presented_key, require
-from shared.events import Clock, Rating, utcnow
+from shared.events import Clock, Rating
 from shared.webhooks import SignatureError, verify
 
 if TYPE_CHECKING:
@@ -114,8 +114,7 @@ def clock_view(case: Case, clock: Clock, now: datetime) -> dict[str, Any]:
     }
 
 
-def case_view(case: Case, now: datetime | None = None) -> dict[str, Any]:
-    now = now or utcnow()
+def case_view(case: Case, now: datetime) -> dict[str, Any]:
     pending = case.pending
     return {
         "case_id": case.case_id,
@@ -320,7 +319,7 @@ def make_router(escalation: Escalation) -> APIRouter:
             if case is None:
                 raise HTTPException(404, f"no case {case_id}")
             entries = await store.timeline(conn, case_id)
-        view = case_view(case)
+        view = case_view(case, escalation.now())
         view["timeline"] = [
             {
                 "at": _iso(row["at"]),
@@ -347,7 +346,7 @@ def make_router(escalation: Escalation) -> APIRouter:
         since, until = _instant(start, "from", tz), _instant(end, "to", tz)
         if until <= since:
             raise HTTPException(422, "'to' must be after 'from'")
-        now = utcnow()
+        now = escalation.now()
         async with escalation.pool.acquire() as conn:
             lines = report.build(await store.department_facts(conn, since, until, now))
         wants_csv = fmt == "csv" or (
@@ -370,7 +369,7 @@ def make_router(escalation: Escalation) -> APIRouter:
     ) -> JSONResponse:
         """Open cases past a deadline, the longest overdue first."""
         require(keys, request, *REPORT_READERS)
-        now = utcnow()
+        now = escalation.now()
         async with escalation.pool.acquire() as conn:
             rows = await store.overdue_cases(conn, now, limit)
         cases = [

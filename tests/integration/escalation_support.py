@@ -235,7 +235,7 @@ async def make_harness(
     shared_secrets: dict[str, list[str]] = {}
     keys_file = write_api_keys(tmp_path / "api-keys.yaml")
 
-    async def factory(**settings: Any) -> Harness:
+    async def factory(clock: Callable[[], datetime] = utcnow, **settings: Any) -> Harness:
         pack = load_pack(city_pack)
         if not shared_secrets:
             shared_secrets.update({d: [new_secret()] for d in pack.departments})
@@ -249,6 +249,7 @@ async def make_harness(
             api_keys=ApiKeys.load(keys_file),
             metrics=Metrics("escalation", registry),
             topics=TopicNames("test."),
+            clock=clock,
             settings=EscalationSettings(
                 kafka_bootstrap="127.0.0.1:9", database_url=database_url, **settings
             ),

@@ -13,7 +13,7 @@ import pytest
 
 from shared.events import utcnow
 from shared.webhooks import sign
-from tests.integration.escalation_support import Harness, make_harness  # noqa: F401
+from tests.integration.escalation_support import Harness
 
 LEAD = "community_committee"
 OTHER = "housing_bureau"
@@ -21,7 +21,7 @@ WATER = "water_bureau"
 
 
 @pytest.fixture
-async def h(make_harness) -> Harness:  # noqa: F811
+async def h(make_harness) -> Harness:
     return await make_harness()
 
 
