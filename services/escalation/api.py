@@ -183,6 +183,20 @@ def _respond(answer: Answer) -> JSONResponse:
     return JSONResponse(answer.body, status_code=answer.status)
 
 
+async def _act(
+    escalation: Escalation,
+    case_id: str,
+    action: str,
+    decide: Callable[[Case, datetime], Outcome],
+    callback: tuple[str, str, str] | None = None,
+) -> JSONResponse:
+    """Apply the action; a refusal becomes its HTTP error (nothing changed)."""
+    try:
+        return _respond(await escalation.act(case_id, action, decide, callback))
+    except Refused as refused:
+        raise _http(refused) from None
+
+
 # A department action: (case, parsed body, now) → outcome.
 Action = Callable[[Case, Any, datetime], Outcome]
 
@@ -215,20 +229,15 @@ ACTIONS: dict[str, tuple[type[Body], Action]] = {
 
 async def signed_action(
     escalation: Escalation, case_id: str, action: str, raw: bytes, request: Request
-) -> Answer:
+) -> JSONResponse:
     """Parse, authenticate and apply one department action signed per Standard Webhooks."""
     model, apply = ACTIONS[action]
     body = _parse(model, raw)
     webhook_id = _verify(escalation, body.department, raw, request)
-    try:
-        return await escalation.act(
-            case_id,
-            action,
-            lambda case, now: apply(case, body, now),
-            callback=(webhook_id, body.department, _digest(request, raw)),
-        )
-    except Refused as refused:
-        raise _http(refused) from None
+    callback = (webhook_id, body.department, _digest(request, raw))
+    return await _act(
+        escalation, case_id, action, lambda case, now: apply(case, body, now), callback
+    )
 
 
 def make_router(escalation: Escalation) -> APIRouter:
@@ -238,7 +247,7 @@ def make_router(escalation: Escalation) -> APIRouter:
     def department_endpoint(action: str, summary: str) -> None:
         async def endpoint(case_id: str, request: Request) -> JSONResponse:
             raw = await request.body()
-            return _respond(await signed_action(escalation, case_id, action, raw, request))
+            return await signed_action(escalation, case_id, action, raw, request)
 
         endpoint.__name__ = f"case_{action}"
         router.add_api_route(
@@ -277,38 +286,29 @@ def make_router(escalation: Escalation) -> APIRouter:
                 raise Refused(403, f"{body.department} does not hold case {case_id}")
             return lifecycle.rate(case, body.rating, rater, body.note, now, escalation.clocks)
 
-        try:
-            return _respond(await escalation.act(case_id, "feedback", decide, callback))
-        except Refused as refused:
-            raise _http(refused) from None
+        return await _act(escalation, case_id, "feedback", decide, callback)
 
     @router.post("/v1/cases/{case_id}/extend/approve", tags=["supervisors"])
     async def approve(case_id: str, request: Request, body: DecisionBody) -> JSONResponse:
         """Approve the pending extension: the resolve clock moves to the date asked for."""
         supervisor = require(keys, request, "supervisor").name
-        try:
-            answer = await escalation.act(
-                case_id,
-                "extension_approve",
-                lambda case, now: lifecycle.approve_extension(case, supervisor, body.note, now),
-            )
-        except Refused as refused:
-            raise _http(refused) from None
-        return _respond(answer)
+        return await _act(
+            escalation,
+            case_id,
+            "extension_approve",
+            lambda case, now: lifecycle.approve_extension(case, supervisor, body.note, now),
+        )
 
     @router.post("/v1/cases/{case_id}/extend/refuse", tags=["supervisors"])
     async def refuse(case_id: str, request: Request, body: RefusalBody) -> JSONResponse:
         """Refuse the pending extension: the resolve deadline stays."""
         supervisor = require(keys, request, "supervisor").name
-        try:
-            answer = await escalation.act(
-                case_id,
-                "extension_refuse",
-                lambda case, now: lifecycle.refuse_extension(case, supervisor, body.reason, now),
-            )
-        except Refused as refused:
-            raise _http(refused) from None
-        return _respond(answer)
+        return await _act(
+            escalation,
+            case_id,
+            "extension_refuse",
+            lambda case, now: lifecycle.refuse_extension(case, supervisor, body.reason, now),
+        )
 
     @router.get("/v1/cases/{case_id}", tags=["cases"])
     async def get_case(case_id: str, request: Request) -> JSONResponse:

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures are imported by name, then requested as arguments
 """The department report over a scripted month (November 2025, Shanghai time), with the
 expected counts and rates worked out by hand below, not by the code under test."""
 
@@ -9,7 +10,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from shared.events import Urgency
-from tests.integration.escalation_support import Harness
+from tests.integration.escalation_support import Harness, make_harness  # noqa: F401
 
 SH = ZoneInfo("Asia/Shanghai")
 CC = "community_committee"
