@@ -389,7 +389,7 @@ class Escalation:
     # --- gauges --------------------------------------------------------------------------------
 
     async def refresh_gauges(self) -> None:
-        now = utcnow()
+        now = self.now()
         async with self.pool.acquire() as conn:
             counts = await store.state_counts(conn)
             window = timedelta(days=self.settings.rates_window_days)

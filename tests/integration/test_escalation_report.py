@@ -173,6 +173,13 @@ async def test_report_over_a_scripted_month_matches_the_hand_computed_rates(make
     clock = ScriptClock()
     h = await make_harness(clock=clock)
     await script_november(h, clock)
+    # The rate gauges over the trailing 30 days, seen on Dec 1: the same month.
+    clock.at = datetime(2025, 12, 1, tzinfo=SH)
+    await h.escalation.refresh_gauges()
+    for name in ("response_rate", "resolution_rate", "satisfaction_rate"):
+        for department, expected in EXPECTED.items():
+            assert h.metric(name, {"department": department}) == expected[name]
+
     clock.at = datetime(2026, 1, 15, tzinfo=SH)  # report day: everything above is past due
 
     url = "/v1/reports/departments?from=2025-11-01&to=2025-12-01"
