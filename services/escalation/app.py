@@ -240,6 +240,7 @@ class Escalation:
             return None  # an older or repeated dispatch
         await self.persist(conn, current, outcome, inbound)
         self.transitions.labels("router", "accepted").inc()
+        self._warn_if_beyond_calendar(outcome.case)
         log.info(
             "case taken",
             case_id=case_id,
@@ -248,6 +249,17 @@ class Escalation:
             attempt=outcome.case.attempt,
         )
         return outcome
+
+    def _warn_if_beyond_calendar(self, case: Case) -> None:
+        calendar = self.clocks.math.calendar
+        due = case.resolve_due
+        if due is not None and not calendar.covers(due.date()):
+            log.warning(
+                "working-day calendar has no data this far ahead; Monday-Friday used",
+                case_id=case.case_id,
+                calendar=calendar.name,
+                resolve_due=due.isoformat(),
+            )
 
     # --- department and supervisor actions ---------------------------------------------------
 
