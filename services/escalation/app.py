@@ -3,78 +3,315 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from datetime import datetime
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import structlog
+from pydantic import BaseModel, Field
 
-from services.escalation import api, ladder, store
+from services.escalation import api, ladder, lifecycle, report, store
+from services.escalation.clocks import SlaClocks
+from services.escalation.lifecycle import Case, Outcome, Refused
 from shared.aio import sleep_or_stop
+from shared.apikeys import ApiKeys, ApiKeysError
 from shared.citypack import CityPack, load_pack_or_exit
 from shared.db import TRANSIENT_DB_ERRORS, claim_new_events
-from shared.events import CaseDispatched, CaseEscalated, Clock, EventType, new_event, utcnow
+from shared.events import (
+    CaseDispatched,
+    CaseEscalated,
+    CaseTriaged,
+    Clock,
+    CloudEvent,
+    EventType,
+    new_event,
+    utcnow,
+)
 from shared.kafka import Inbound
 from shared.logs import configure_logging
+from shared.metrics import Metrics
 from shared.outbox import enqueue
 from shared.secretstore import load_secrets_or_exit
 from shared.service import Service, run_service
 from shared.settings import CommonSettings, load_settings
-from shared.topics import Topic
+from shared.topics import Topic, TopicNames
 
 log = structlog.get_logger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
+# Minutes to weeks: sign-for is minutes, resolution can take a fortnight and more.
+CASE_DURATION_BUCKETS = (
+    60,
+    300,
+    900,
+    1800,
+    3600,
+    7200,
+    14400,
+    28800,
+    86400,
+    172800,
+    345600,
+    604800,
+    1296000,
+    2592000,
+)
+
 
 class EscalationSettings(CommonSettings):
     http_port: int = 8003
-    timer_batch: int = 500
-    timer_poll_seconds: float = 0.25
+    timer_batch: int = Field(default=500, ge=1, le=10_000)
+    timer_poll_seconds: float = Field(default=0.25, gt=0, le=10)
+    metrics_refresh_seconds: float = Field(
+        default=15, gt=0, description="How often the case and rate gauges are recomputed"
+    )
+    rates_window_days: int = Field(
+        default=30, ge=1, le=366, description="Trailing window of the per-department rate gauges"
+    )
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+
+# A decision on a locked case at an instant: the lifecycle function to apply.
+Decide = Callable[[Case, datetime], Outcome]
 
 
 class Escalation:
+    """The service's behaviour on a database pool; Kafka and HTTP are wired around it."""
+
     def __init__(
         self,
-        service: Service,
+        *,
+        pool: asyncpg.Pool,
         pack: CityPack,
         secrets: dict[str, list[str]],
+        api_keys: ApiKeys,
+        metrics: Metrics,
+        topics: TopicNames,
         settings: EscalationSettings,
+        source: str = "/civicroute/escalation",
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.service = service
+        self.pool = pool
+        # The time callbacks and reports are judged at (tests script a month with it).
+        self.now = clock
         self.pack = pack
         self.secrets = secrets
+        self.api_keys = api_keys
+        self.topics = topics
         self.settings = settings
-        m = service.metrics
+        self.source = source
+        self.schema = "escalation"
+        self.clocks = SlaClocks.for_sla(pack.sla)
+        m = metrics
         self.escalations = m.counter(
             "escalations_total", "Escalations fired", ["level", "department", "clock"]
+        )
+        self.breaches = m.counter(
+            "deadline_breaches_total", "Clocks that passed unmet", ["department", "clock"]
         )
         self.lateness = m.histogram(
             "timer_lateness_seconds", "How long after its due time a timer fired"
         )
+        self.time_to_sign = m.histogram(
+            "time_to_sign_seconds",
+            "From dispatch to sign-for",
+            ["department"],
+            buckets=CASE_DURATION_BUCKETS,
+        )
+        self.time_to_resolve = m.histogram(
+            "time_to_resolve_seconds",
+            "From dispatch to resolution",
+            ["department"],
+            buckets=CASE_DURATION_BUCKETS,
+        )
+        self.transitions = m.counter(
+            "transitions_total", "Lifecycle actions by outcome", ["action", "outcome"]
+        )
+        self.open_cases = m.gauge("open_cases", "Cases by lifecycle state", ["state"])
+        self.rate_gauges = {
+            name: m.gauge(
+                f"{name}_rate", f"{name.capitalize()} rate over the trailing window", ["department"]
+            )
+            for name in ("response", "resolution", "satisfaction")
+        }
 
-    def event(self, event_type: EventType, case_id: str, payload):  # type: ignore[no-untyped-def]
-        event = new_event(event_type, source=self.service.source, subject=case_id, data=payload)
-        return self.service.topic(Topic.CASE_EVENTS), case_id, event
+    # --- events out --------------------------------------------------------------------------
+
+    def event(self, event_type: EventType, case_id: str, payload: BaseModel) -> CloudEvent:
+        return new_event(event_type, source=self.source, subject=case_id, data=payload)
+
+    async def persist(
+        self,
+        conn: asyncpg.Connection,
+        before: Case | None,
+        outcome: Outcome,
+        inbound: tuple[datetime, str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Write what a decision changed: the case, its timers, its history, its events."""
+        case = outcome.case
+        if case != before:
+            await store.save_case(conn, case)
+        for clock, deadline in outcome.clocks.items():
+            await store.disarm(conn, case.case_id, clock)
+            if deadline is not None:
+                await store.arm(
+                    conn, case.case_id, clock, deadline, ladder.arm(self.pack.sla.ladder, deadline)
+                )
+        entries = []
+        if inbound is not None:
+            at, kind, detail = inbound
+            entries.append((at, kind, case.lead, None, detail))
+        messages = []
+        for event_type, payload in outcome.events:
+            event = self.event(event_type, case.case_id, payload)
+            messages.append((self.topics(Topic.CASE_EVENTS), case.case_id, event))
+            entries.append(_timeline_entry(event_type, payload, event.time or utcnow()))
+        await store.append_timeline(conn, case.case_id, entries)
+        await enqueue(conn, self.schema, messages)
+
+    def observe(self, outcome: Outcome) -> None:
+        """Metrics for a committed outcome."""
+        case = outcome.case
+        for event_type, _ in outcome.events:
+            if event_type is EventType.CASE_SIGNED and case.signed_at and case.dispatched_at:
+                seconds = (case.signed_at - case.dispatched_at).total_seconds()
+                self.time_to_sign.labels(case.lead).observe(max(0.0, seconds))
+            if event_type is EventType.CASE_RESOLVED and case.resolved_at and case.dispatched_at:
+                seconds = (case.resolved_at - case.dispatched_at).total_seconds()
+                self.time_to_resolve.labels(case.lead).observe(max(0.0, seconds))
+
+    # --- dispatches and triage from the router -----------------------------------------------
 
     async def handle_batch(self, batch: Sequence[Inbound]) -> None:
-        async with self.service.pool.acquire() as conn, conn.transaction():
+        applied: list[Outcome] = []
+        async with self.pool.acquire() as conn, conn.transaction():
             fresh = await claim_new_events(conn, [item.event.id for item in batch])
             for item in batch:
                 if item.event.id not in fresh:
                     continue
-                case = item.payload
-                assert isinstance(case, CaseDispatched)
-                _, policy = self.pack.policy_for(case.urgency)
-                deadline = case.dispatched_at + policy.sign_for
-                if await store.open_case(conn, case, deadline):
-                    first = ladder.first_timer(self.pack.sla.ladder, deadline)
-                    await store.arm(conn, case.case_id, Clock.SIGN_FOR, deadline, [first])
-                    log.info(
-                        "case opened",
-                        case_id=case.case_id,
-                        lead=case.lead,
-                        sign_for_due=deadline.isoformat(),
-                    )
+                outcome = await self._apply_router_event(conn, item.payload)
+                if outcome is not None:
+                    applied.append(outcome)
+        for outcome in applied:
+            self.observe(outcome)
+
+    async def _apply_router_event(
+        self, conn: asyncpg.Connection, payload: BaseModel
+    ) -> Outcome | None:
+        case_id = str(getattr(payload, "case_id", ""))
+        current = await store.load_case(conn, case_id, lock=True)
+        try:
+            if isinstance(payload, CaseDispatched):
+                outcome = lifecycle.dispatch(current, payload, self.clocks)
+                inbound = (
+                    payload.dispatched_at,
+                    EventType.CASE_DISPATCHED.value,
+                    {
+                        "attempt": payload.attempt,
+                        "route_id": payload.route_id,
+                        "excluded": payload.excluded,
+                        "cooperating": payload.cooperating,
+                    },
+                )
+            elif isinstance(payload, CaseTriaged):
+                outcome = lifecycle.triage(current, payload)
+                inbound = (
+                    payload.triaged_at,
+                    EventType.CASE_TRIAGED.value,
+                    {"reason": payload.reason},
+                )
+            else:
+                return None
+        except Refused as refused:
+            self.transitions.labels("router", "refused").inc()
+            log.warning("router event not applied", case_id=case_id, reason=refused.message)
+            return None
+        if outcome.case == current:
+            self.transitions.labels("router", "repeat").inc()
+            return None  # an older or repeated dispatch
+        await self.persist(conn, current, outcome, inbound)
+        self.transitions.labels("router", "accepted").inc()
+        self._warn_if_beyond_calendar(outcome.case)
+        log.info(
+            "case taken",
+            case_id=case_id,
+            state=outcome.case.state.value,
+            lead=outcome.case.lead,
+            attempt=outcome.case.attempt,
+        )
+        return outcome
+
+    def _warn_if_beyond_calendar(self, case: Case) -> None:
+        calendar = self.clocks.math.calendar
+        due = case.resolve_due
+        if due is not None and not calendar.covers(due.date()):
+            log.warning(
+                "working-day calendar has no data this far ahead; Monday-Friday used",
+                case_id=case.case_id,
+                calendar=calendar.name,
+                resolve_due=due.isoformat(),
+            )
+
+    # --- department and supervisor actions ---------------------------------------------------
+
+    async def act(
+        self,
+        case_id: str,
+        action: str,
+        decide: Decide,
+        callback: tuple[str, str, str] | None = None,
+    ) -> Answer:
+        """Apply one action to a case in one transaction; ``callback`` is (webhook-id,
+        department, request digest) for a signed callback: the same callback again gets
+        the stored answer, a reused webhook-id anything else gets 401.
+
+        Raises Refused (nothing changed) for an action the case does not allow now.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            if callback is not None:
+                webhook_id, department, digest = callback
+                earlier = await store.claim_callback(
+                    conn, webhook_id, department, case_id, action, digest
+                )
+                if earlier is not None:
+                    if earlier["request_sha256"] == digest and earlier["status"] is not None:
+                        self.transitions.labels(action, "repeat").inc()
+                        return Answer(earlier["status"], earlier["answer"])
+                    raise Refused(401, "webhook-id already used for another request (replay)")
+            case = await store.load_case(conn, case_id, lock=True)
+            if case is None:
+                raise Refused(404, f"no case {case_id}")
+            try:
+                outcome = decide(case, self.now())
+            except Refused as refused:
+                self.transitions.labels(action, f"refused_{refused.status}").inc()
+                raise
+            await self.persist(conn, case, outcome)
+            answer = Answer(200, api.case_view(outcome.case, self.now()))
+            if callback is not None:
+                await store.store_answer(conn, callback[0], answer.status, answer.body)
+        self.transitions.labels(action, "accepted" if outcome.changed else "repeat").inc()
+        self.observe(outcome)
+        if outcome.changed:
+            log.info(
+                "case action",
+                case_id=case_id,
+                action=action,
+                state=outcome.case.state.value,
+                department=outcome.case.lead,
+            )
+        return answer
+
+    # --- durable timers ----------------------------------------------------------------------
 
     async def timer_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -82,7 +319,7 @@ class Escalation:
                 fired = await self.fire_due_timers()
                 if fired >= self.settings.timer_batch:
                     continue
-                async with self.service.pool.acquire() as conn:
+                async with self.pool.acquire() as conn:
                     upcoming = await store.next_due(conn)
             except TRANSIENT_DB_ERRORS as error:
                 log.warning("timer loop: database unavailable", error=repr(error))
@@ -93,56 +330,139 @@ class Escalation:
             await sleep_or_stop(stop, wait)
 
     async def fire_due_timers(self) -> int:
-        now = utcnow()
+        """Claim a batch of due timers and act on each; returns how many were claimed."""
         fired: list[tuple[str, str, int, datetime]] = []
-        async with self.service.pool.acquire() as conn, conn.transaction():
+        breached: list[tuple[str, str]] = []
+        lateness: list[float] = []
+        sla_ladder = self.pack.sla.ladder
+        async with self.pool.acquire() as conn, conn.transaction():
             timers = await store.claim_due_timers(conn, self.settings.timer_batch)
             if not timers:
                 return 0
-            await store.delete_timers(conn, [t["id"] for t in timers])
+            now = utcnow()
+            await store.delete_timers(conn, [t["timer_id"] for t in timers])
             messages = []
             for timer in timers:
+                case = store.case_from_row(timer)
                 clock = Clock(timer["clock"])
-                if clock is Clock.SIGN_FOR and timer["state"] != "dispatched":
-                    continue  # signed for in the meantime: the clock stopped
-                if not await store.record_escalation(conn, timer, now):
+                deadline: datetime = timer["deadline"]
+                if not case.running(clock) or case.due(clock) != deadline or case.lead is None:
+                    continue  # the clock stopped or moved: this timer is stale
+                spec = ladder.TimerSpec(timer["timer_level"], timer["repeat"], timer["due_at"])
+                lateness.append(max(0.0, (now - spec.due_at).total_seconds()))
+                if spec.level == ladder.BREACH:
+                    if await store.record_breach(
+                        conn, case.case_id, case.lead, clock.value, deadline, now
+                    ):
+                        breached.append((case.lead, clock.value))
                     continue
-                spec = ladder.TimerSpec(timer["level"], timer["repeat"], timer["due_at"])
+                if not await store.record_escalation(
+                    conn, case.case_id, case.lead, clock.value, deadline, spec, now
+                ):
+                    continue
                 payload = CaseEscalated(
-                    case_id=timer["case_id"],
-                    department=timer["lead"],
+                    case_id=case.case_id,
+                    department=case.lead,
                     clock=clock,
-                    level=timer["level"],
-                    repeat=timer["repeat"],
-                    due_at=timer["deadline"],
+                    level=spec.level,
+                    repeat=spec.repeat,
+                    due_at=deadline,
                     fired_at=now,
-                    targets=ladder.targets_of(self.pack.sla.ladder, timer["level"]),
+                    targets=ladder.targets_of(sla_ladder, spec.level),
                 )
-                messages.append(self.event(EventType.CASE_ESCALATED, timer["case_id"], payload))
+                event = self.event(EventType.CASE_ESCALATED, case.case_id, payload)
+                messages.append((self.topics(Topic.CASE_EVENTS), case.case_id, event))
+                await store.append_timeline(
+                    conn,
+                    case.case_id,
+                    [_timeline_entry(EventType.CASE_ESCALATED, payload, now)],
+                )
+                await store.raise_level(conn, case.case_id, spec.level)
                 await store.arm(
                     conn,
-                    timer["case_id"],
+                    case.case_id,
                     clock,
-                    timer["deadline"],
-                    ladder.next_timers(self.pack.sla.ladder, timer["deadline"], spec),
+                    deadline,
+                    ladder.next_timers(sla_ladder, deadline, spec, now),
                 )
-                fired.append((timer["case_id"], timer["lead"], timer["level"], timer["due_at"]))
-            await enqueue(conn, self.service.name, messages)
-        for case_id, lead, level, due_at in fired:
-            self.escalations.labels(str(level), lead, Clock.SIGN_FOR.value).inc()
-            self.lateness.observe(max(0.0, (now - due_at).total_seconds()))
-            log.warning("case escalated", case_id=case_id, department=lead, level=level)
+                fired.append((case.case_id, case.lead, spec.level, clock.value))
+            await enqueue(conn, self.schema, messages)
+        for seconds in lateness:
+            self.lateness.observe(seconds)
+        for department, clock_name in breached:
+            self.breaches.labels(department, clock_name).inc()
+        for case_id, lead, level, clock_name in fired:
+            self.escalations.labels(str(level), lead, clock_name).inc()
+            log.warning(
+                "case escalated", case_id=case_id, department=lead, level=level, clock=clock_name
+            )
         return len(timers)
 
+    # --- gauges --------------------------------------------------------------------------------
 
-async def run(settings: EscalationSettings, pack: CityPack, secrets: dict[str, list[str]]) -> int:
+    async def refresh_gauges(self) -> None:
+        now = self.now()
+        async with self.pool.acquire() as conn:
+            counts = await store.state_counts(conn)
+            window = timedelta(days=self.settings.rates_window_days)
+            rows = await store.department_facts(conn, now - window, now, now)
+        for state in lifecycle.State:
+            self.open_cases.labels(state.value).set(counts.get(state.value, 0))
+        for item in report.build(rows):
+            for name, value in (
+                ("response", item.response_rate),
+                ("resolution", item.resolution_rate),
+                ("satisfaction", item.satisfaction_rate),
+            ):
+                if value is not None:
+                    self.rate_gauges[name].labels(item.department).set(value)
+
+    async def gauge_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh_gauges()
+            except TRANSIENT_DB_ERRORS as error:
+                log.warning("gauge refresh: database unavailable", error=repr(error))
+            await sleep_or_stop(stop, self.settings.metrics_refresh_seconds)
+
+
+def _timeline_entry(
+    event_type: EventType, payload: BaseModel, at: datetime
+) -> tuple[datetime, str, str | None, str | None, dict[str, Any]]:
+    data = payload.model_dump(mode="json", exclude_none=True)
+    for key in ("case_id", "department", "actor", "at"):
+        data.pop(key, None)
+    return (
+        getattr(payload, "at", None) or at,
+        event_type.value,
+        getattr(payload, "department", None),
+        getattr(payload, "actor", None),
+        data,
+    )
+
+
+async def run(
+    settings: EscalationSettings, pack: CityPack, secrets: dict[str, list[str]], keys: ApiKeys
+) -> int:
     service = Service("escalation", settings, http_port=settings.http_port, migrations=MIGRATIONS)
     await service.start()
-    escalation = Escalation(service, pack, secrets, settings)
+    escalation = Escalation(
+        pool=service.pool,
+        pack=pack,
+        secrets=secrets,
+        api_keys=keys,
+        metrics=service.metrics,
+        topics=service.topics,
+        settings=settings,
+        source=service.source,
+    )
     service.add_consumer(
-        [Topic.CASE_EVENTS], escalation.handle_batch, accept={EventType.CASE_DISPATCHED}
+        [Topic.CASE_EVENTS],
+        escalation.handle_batch,
+        accept={EventType.CASE_DISPATCHED, EventType.CASE_TRIAGED},
     )
     service.add_loop("timers", escalation.timer_loop)
+    service.add_loop("gauges", escalation.gauge_loop)
     service.app.include_router(api.make_router(escalation))
     return await service.run()
 
@@ -152,4 +472,9 @@ def main() -> None:
     configure_logging("escalation", settings.log_level)
     pack = load_pack_or_exit(settings.city_dir)
     secrets = load_secrets_or_exit(settings.secrets_file, list(pack.departments))
-    run_service(lambda: run(settings, pack, secrets))
+    try:
+        keys = ApiKeys.load(settings.api_keys_file)
+    except ApiKeysError as error:
+        print(f"bad API keys: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run_service(lambda: run(settings, pack, secrets, keys))

@@ -1,4 +1,12 @@
-"""The escalation ladder's arithmetic: which timer follows the one that just fired. Pure."""
+"""The escalation ladder's arithmetic: which timers a clock arms, and which follow one that
+fired. Pure.
+
+Per clock, a deadline arms a *breach* timer (level 0, at the deadline: the clock is
+marked breached, nothing is sent) and the ladder's first level. A level repeats every
+``repeat`` until the next level's time comes; the top level repeats while the clock
+stays unmet. Timers that were missed (every replica down) fire once when found: a
+level's missed repeats collapse into the next future one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.citypack.sla import LadderStep
+
+BREACH = 0
 
 
 @dataclass(frozen=True)
@@ -15,28 +25,34 @@ class TimerSpec:
     due_at: datetime
 
 
-def first_timer(ladder: list[LadderStep], deadline: datetime) -> TimerSpec:
+def arm(ladder: list[LadderStep], deadline: datetime) -> list[TimerSpec]:
+    """The timers a freshly set deadline needs: the breach mark and the first level."""
     step = ladder[0]
-    return TimerSpec(step.level, 0, deadline + step.after)
+    return [TimerSpec(BREACH, 0, deadline), TimerSpec(step.level, 0, deadline + step.after)]
 
 
-def next_timers(ladder: list[LadderStep], deadline: datetime, fired: TimerSpec) -> list[TimerSpec]:
-    """After ``fired``: its repeat (while the next level has not taken over) and the next level.
-
-    A level repeats every ``repeat`` until the next level's time comes; the top
-    level repeats for as long as the clock stays unmet (if it has a repeat).
-    """
+def next_timers(
+    ladder: list[LadderStep], deadline: datetime, fired: TimerSpec, now: datetime
+) -> list[TimerSpec]:
+    """After ``fired`` (at ``now``): its next repeat, unless the next level has taken over,
+    and, after a level's first firing, the next level."""
+    if fired.level == BREACH:
+        return []
     index = next(i for i, step in enumerate(ladder) if step.level == fired.level)
     step = ladder[index]
     higher = ladder[index + 1] if index + 1 < len(ladder) else None
     takeover = deadline + higher.after if higher is not None else None
     timers: list[TimerSpec] = []
     if step.repeat is not None and step.repeat.total_seconds() > 0:
-        again = fired.due_at + step.repeat
+        repeat, again = fired.repeat + 1, fired.due_at + step.repeat
+        if again <= now:  # missed repeats (downtime): skip to the next one still ahead
+            steps = (now - fired.due_at) // step.repeat + 1
+            repeat, again = fired.repeat + steps, fired.due_at + steps * step.repeat
         if takeover is None or again < takeover:
-            timers.append(TimerSpec(step.level, fired.repeat + 1, again))
+            timers.append(TimerSpec(step.level, repeat, again))
     if higher is not None and fired.repeat == 0:
-        timers.append(TimerSpec(higher.level, 0, max(takeover, fired.due_at)))  # type: ignore[type-var]
+        assert takeover is not None
+        timers.append(TimerSpec(higher.level, 0, max(takeover, fired.due_at)))
     return timers
 
 

@@ -2,32 +2,183 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from services.escalation.ladder import TimerSpec
-from shared.events import CaseDispatched, Clock
+from services.escalation.lifecycle import HELD, Case, Extension, State
+from shared.events import Clock, Rating
+
+_HELD = sorted(state.value for state in HELD)
+
+# --- cases ---------------------------------------------------------------------------------
 
 
-async def open_case(conn: asyncpg.Connection, case: CaseDispatched, sign_for_due: datetime) -> bool:
-    inserted = await conn.fetchval(
-        """
-        INSERT INTO cases (case_id, state, lead, cooperating, category, urgency, sla_policy,
-                           dispatched_at, sign_for_due)
-        VALUES ($1, 'dispatched', $2, $3, $4, $5, $6, $7, $8)
-        ON CONFLICT (case_id) DO NOTHING
-        RETURNING true""",
-        case.case_id,
-        case.lead,
-        case.cooperating,
-        case.category,
-        case.urgency.value,
-        case.sla_policy,
-        case.dispatched_at,
-        sign_for_due,
+def case_from_row(row: asyncpg.Record | dict[str, Any]) -> Case:
+    pending = None
+    if row["ext_new_due"] is not None:
+        pending = Extension(
+            row["ext_new_due"], row["ext_reason"], row["ext_requested_at"], row["ext_actor"]
+        )
+    return Case(
+        case_id=row["case_id"],
+        state=State(row["state"]),
+        category=row["category"],
+        urgency=row["urgency"],
+        lead=row["lead"],
+        cooperating=tuple(row["cooperating"] or ()),
+        sla_policy=row["sla_policy"],
+        attempt=row["attempt"],
+        excluded=tuple(row["excluded"] or ()),
+        return_count=row["return_count"],
+        dispatched_at=row["dispatched_at"],
+        sign_for_due=row["sign_for_due"],
+        contact_due=row["contact_due"],
+        resolve_due=row["resolve_due"],
+        signed_at=row["signed_at"],
+        signed_by=row["signed_by"],
+        contacted_at=row["contacted_at"],
+        contacted_by=row["contacted_by"],
+        resolved_at=row["resolved_at"],
+        overdue=row["overdue"],
+        reply=row["reply"],
+        pending=pending,
+        rating=Rating(row["rating"]) if row["rating"] else None,
+        reopen_count=row["reopen_count"],
+        level=row["level"],
+        closed_at=row["closed_at"],
     )
-    return bool(inserted)
+
+
+async def load_case(conn: asyncpg.Connection, case_id: str, *, lock: bool) -> Case | None:
+    """The case, locked for this transaction when ``lock`` (writers of one case take turns)."""
+    if lock:
+        row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1 FOR UPDATE", case_id)
+    else:
+        row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
+    return case_from_row(row) if row is not None else None
+
+
+_CASE_COLUMNS = (
+    "state, category, urgency, lead, cooperating, sla_policy, attempt, excluded, return_count,"
+    " dispatched_at, sign_for_due, contact_due, resolve_due, signed_at, signed_by, contacted_at,"
+    " contacted_by, resolved_at, overdue, reply, ext_new_due, ext_reason, ext_requested_at,"
+    " ext_actor, rating, reopen_count, level, closed_at"
+)
+
+
+def _case_values(case: Case) -> list[Any]:
+    pending = case.pending
+    return [
+        case.state.value,
+        case.category,
+        case.urgency,
+        case.lead,
+        list(case.cooperating),
+        case.sla_policy,
+        case.attempt,
+        list(case.excluded),
+        case.return_count,
+        case.dispatched_at,
+        case.sign_for_due,
+        case.contact_due,
+        case.resolve_due,
+        case.signed_at,
+        case.signed_by,
+        case.contacted_at,
+        case.contacted_by,
+        case.resolved_at,
+        case.overdue,
+        case.reply,
+        pending.new_due if pending else None,
+        pending.reason if pending else None,
+        pending.requested_at if pending else None,
+        pending.actor if pending else None,
+        case.rating.value if case.rating else None,
+        case.reopen_count,
+        case.level,
+        case.closed_at,
+    ]
+
+
+async def save_case(conn: asyncpg.Connection, case: Case) -> None:
+    """Write the case and its current assignment (the report's facts)."""
+    columns = [c.strip() for c in _CASE_COLUMNS.split(",")]
+    placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
+    await conn.execute(
+        f"INSERT INTO cases (case_id, {_CASE_COLUMNS}) VALUES ($1, {placeholders})"  # noqa: S608
+        f" ON CONFLICT (case_id) DO UPDATE SET {updates}, updated_at = now()",
+        case.case_id,
+        *_case_values(case),
+    )
+    if case.lead is None or case.state is State.TRIAGE or case.dispatched_at is None:
+        return  # nobody holds it: no assignment to report on
+    await conn.execute(
+        """
+        INSERT INTO assignments (case_id, attempt, department, category, urgency, state,
+            dispatched_at, sign_for_due, contact_due, resolve_due, signed_at, contacted_at,
+            resolved_at, overdue, rating, returned)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+        ON CONFLICT (case_id, attempt) DO UPDATE SET
+            state = EXCLUDED.state, resolve_due = EXCLUDED.resolve_due,
+            signed_at = EXCLUDED.signed_at, contacted_at = EXCLUDED.contacted_at,
+            resolved_at = EXCLUDED.resolved_at, overdue = EXCLUDED.overdue,
+            rating = EXCLUDED.rating, returned = assignments.returned OR EXCLUDED.returned""",
+        case.case_id,
+        case.attempt,
+        case.lead,
+        case.category,
+        case.urgency,
+        case.state.value,
+        case.dispatched_at,
+        case.sign_for_due,
+        case.contact_due,
+        case.resolve_due,
+        case.signed_at,
+        case.contacted_at,
+        case.resolved_at,
+        case.overdue,
+        case.rating.value if case.rating else None,
+        case.state is State.RETURNED,
+    )
+
+
+async def raise_level(conn: asyncpg.Connection, case_id: str, level: int) -> None:
+    await conn.execute(
+        "UPDATE cases SET level = greatest(level, $2), updated_at = now() WHERE case_id = $1",
+        case_id,
+        level,
+    )
+
+
+# --- timeline ------------------------------------------------------------------------------
+
+
+async def append_timeline(
+    conn: asyncpg.Connection,
+    case_id: str,
+    entries: Iterable[tuple[datetime, str, str | None, str | None, dict[str, Any]]],
+) -> None:
+    """Add (at, type, department, actor, detail) entries; the table refuses edits."""
+    await conn.executemany(
+        "INSERT INTO timeline (case_id, at, type, department, actor, detail)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        [(case_id, *entry) for entry in entries],
+    )
+
+
+async def timeline(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT at, type, department, actor, detail FROM timeline WHERE case_id = $1 ORDER BY id",
+        case_id,
+    )
+
+
+# --- timers --------------------------------------------------------------------------------
 
 
 async def arm(
@@ -41,17 +192,21 @@ async def arm(
         """
         INSERT INTO timers (case_id, clock, level, repeat, deadline, due_at)
         VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT (case_id, clock, level, repeat) DO NOTHING""",
+        ON CONFLICT (case_id, clock, deadline, level, repeat) DO NOTHING""",
         [(case_id, clock.value, t.level, t.repeat, deadline, t.due_at) for t in timers],
     )
 
 
+async def disarm(conn: asyncpg.Connection, case_id: str, clock: Clock) -> None:
+    await conn.execute("DELETE FROM timers WHERE case_id = $1 AND clock = $2", case_id, clock.value)
+
+
 async def claim_due_timers(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
-    """Due timers with their case, locked; rows another replica holds are skipped."""
+    """Due timers with their case, both locked; rows another transaction holds are skipped."""
     return await conn.fetch(
         """
-        SELECT t.id, t.case_id, t.clock, t.level, t.repeat, t.deadline, t.due_at,
-               c.state, c.lead
+        SELECT t.id AS timer_id, t.clock, t.level AS timer_level, t.repeat, t.deadline,
+               t.due_at, c.*
         FROM timers t JOIN cases c USING (case_id)
         WHERE t.due_at <= now()
         ORDER BY t.due_at
@@ -65,57 +220,166 @@ async def delete_timers(conn: asyncpg.Connection, ids: list[int]) -> None:
     await conn.execute("DELETE FROM timers WHERE id = ANY($1::bigint[])", ids)
 
 
-async def record_escalation(
-    conn: asyncpg.Connection, timer: asyncpg.Record, fired_at: datetime
-) -> bool:
-    inserted = await conn.fetchval(
-        """
-        INSERT INTO escalations (case_id, clock, level, repeat, due_at, fired_at)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT DO NOTHING RETURNING true""",
-        timer["case_id"],
-        timer["clock"],
-        timer["level"],
-        timer["repeat"],
-        timer["due_at"],
-        fired_at,
-    )
-    return bool(inserted)
-
-
 async def next_due(conn: asyncpg.Connection) -> datetime | None:
     return await conn.fetchval("SELECT min(due_at) FROM timers")
 
 
-async def lock_case(conn: asyncpg.Connection, case_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1 FOR UPDATE", case_id)
-
-
-async def remember_callback(
-    conn: asyncpg.Connection, webhook_id: str, department: str, case_id: str, action: str
+async def record_escalation(
+    conn: asyncpg.Connection,
+    case_id: str,
+    department: str,
+    clock: str,
+    deadline: datetime,
+    spec: TimerSpec,
+    fired_at: datetime,
 ) -> bool:
-    """False if this webhook-id was seen before (a replay)."""
+    """False if this very timer already fired (the guard against firing twice)."""
     inserted = await conn.fetchval(
-        "INSERT INTO callbacks (webhook_id, department, case_id, action) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT DO NOTHING RETURNING true",
-        webhook_id,
-        department,
+        """
+        INSERT INTO escalations (case_id, clock, deadline, level, repeat, due_at, fired_at,
+                                 department)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT DO NOTHING RETURNING true""",
         case_id,
-        action,
+        clock,
+        deadline,
+        spec.level,
+        spec.repeat,
+        spec.due_at,
+        fired_at,
+        department,
     )
     return bool(inserted)
 
 
-async def mark_signed(
-    conn: asyncpg.Connection, case_id: str, at: datetime, actor: str | None
+async def record_breach(
+    conn: asyncpg.Connection,
+    case_id: str,
+    department: str,
+    clock: str,
+    deadline: datetime,
+    at: datetime,
+) -> bool:
+    inserted = await conn.fetchval(
+        "INSERT INTO breaches (case_id, clock, deadline, department, breached_at)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+        case_id,
+        clock,
+        deadline,
+        department,
+        at,
+    )
+    return bool(inserted)
+
+
+# --- callbacks -----------------------------------------------------------------------------
+
+
+async def claim_callback(
+    conn: asyncpg.Connection,
+    webhook_id: str,
+    department: str,
+    case_id: str,
+    action: str,
+    digest: str,
+) -> asyncpg.Record | None:
+    """Register a webhook-id. None when it is new; else the earlier registration."""
+    inserted = await conn.fetchval(
+        "INSERT INTO callbacks (webhook_id, department, case_id, action, request_sha256)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+        webhook_id,
+        department,
+        case_id,
+        action,
+        digest,
+    )
+    if inserted:
+        return None
+    return await conn.fetchrow(
+        "SELECT department, case_id, action, request_sha256, status, answer"
+        " FROM callbacks WHERE webhook_id = $1",
+        webhook_id,
+    )
+
+
+async def store_answer(
+    conn: asyncpg.Connection, webhook_id: str, status: int, answer: dict[str, Any]
 ) -> None:
     await conn.execute(
-        "UPDATE cases SET state = 'signed', signed_at = $2, signed_by = $3, updated_at = now()"
-        " WHERE case_id = $1",
-        case_id,
-        at,
-        actor,
+        "UPDATE callbacks SET status = $2, answer = $3 WHERE webhook_id = $1",
+        webhook_id,
+        status,
+        answer,
     )
-    await conn.execute(
-        "DELETE FROM timers WHERE case_id = $1 AND clock = $2", case_id, Clock.SIGN_FOR.value
+
+
+# --- reports -------------------------------------------------------------------------------
+
+
+async def department_facts(
+    conn: asyncpg.Connection, start: datetime, end: datetime, now: datetime
+) -> list[asyncpg.Record]:
+    """Per department, the counts the report's rates are made of (assignments dispatched
+    in [start, end))."""
+    return await conn.fetch(
+        """
+        SELECT department,
+            count(*) AS dispatched,
+            count(*) FILTER (WHERE returned) AS returned,
+            count(*) FILTER (WHERE NOT returned AND signed_at <= sign_for_due) AS signed_on_time,
+            count(*) FILTER (WHERE NOT returned AND contacted_at <= contact_due)
+                AS contacted_on_time,
+            count(*) FILTER (WHERE NOT returned AND resolved_at IS NOT NULL) AS resolved,
+            count(*) FILTER (WHERE NOT returned AND resolved_at IS NOT NULL AND NOT overdue)
+                AS resolved_on_time,
+            count(*) FILTER (WHERE NOT returned AND rating = 'satisfied') AS satisfied,
+            count(*) FILTER (WHERE NOT returned AND rating = 'basically_satisfied')
+                AS basically_satisfied,
+            count(*) FILTER (WHERE NOT returned AND rating = 'unsatisfied') AS unsatisfied,
+            count(*) FILTER (WHERE NOT returned AND state = ANY($4::text[]) AND (
+                (state = 'dispatched' AND sign_for_due < $3)
+                OR (contacted_at IS NULL AND contact_due < $3)
+                OR (resolved_at IS NULL AND resolve_due < $3))) AS overdue_open
+        FROM assignments
+        WHERE dispatched_at >= $1 AND dispatched_at < $2
+        GROUP BY department
+        ORDER BY department""",
+        start,
+        end,
+        now,
+        _HELD,
     )
+
+
+async def overdue_cases(
+    conn: asyncpg.Connection, now: datetime, limit: int
+) -> list[asyncpg.Record]:
+    """Open cases held by a department with a running clock past its deadline."""
+    return await conn.fetch(
+        """
+        SELECT case_id, state, lead, category, urgency, level, dispatched_at,
+               CASE WHEN state = 'dispatched' AND sign_for_due < $1 THEN sign_for_due END
+                   AS sign_for_overdue_since,
+               CASE WHEN contacted_at IS NULL AND contact_due < $1 THEN contact_due END
+                   AS contact_overdue_since,
+               CASE WHEN resolved_at IS NULL AND resolve_due < $1 THEN resolve_due END
+                   AS resolve_overdue_since
+        FROM cases
+        WHERE state = ANY($2::text[]) AND (
+            (state = 'dispatched' AND sign_for_due < $1)
+            OR (contacted_at IS NULL AND contact_due < $1)
+            OR (resolved_at IS NULL AND resolve_due < $1))
+        ORDER BY least(
+            CASE WHEN state = 'dispatched' THEN sign_for_due END,
+            CASE WHEN contacted_at IS NULL THEN contact_due END,
+            CASE WHEN resolved_at IS NULL THEN resolve_due END)
+        LIMIT $3""",
+        now,
+        _HELD,
+        limit,
+    )
+
+
+async def state_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch("SELECT state, count(*) AS n FROM cases GROUP BY state")
+    return {row["state"]: row["n"] for row in rows}

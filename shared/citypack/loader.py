@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -16,6 +17,7 @@ from shared.citypack.routes import RoutesFile
 from shared.citypack.sla import SlaFile, SlaPolicy
 from shared.citypack.taxonomy import Category, TaxonomyFile
 from shared.events import Urgency
+from shared.workdays import make_calendar
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -95,10 +97,9 @@ class CityPack:
     def category(self, category_id: str) -> Category:
         return self.categories[category_id]
 
-    def policy_for(self, urgency: Urgency) -> tuple[str, SlaPolicy]:
-        policy = self.sla.policies.get(urgency.value) or self.sla.policies["general"]
-        name = urgency.value if urgency.value in self.sla.policies else "general"
-        return name, policy
+    def policy_for(self, urgency: Urgency, category: str | None = None) -> tuple[str, SlaPolicy]:
+        """The SLA policy (name, clocks): the urgency's, with the category's overrides."""
+        return self.sla.policy(category, urgency.value)
 
 
 def load_pack(directory: Path) -> CityPack:
@@ -113,7 +114,7 @@ def load_pack(directory: Path) -> CityPack:
         departments=departments,
         categories=categories,
         routes=_load_routes(directory, departments, categories),
-        sla=_load_sla(directory),
+        sla=_load_sla(directory, categories),
     )
 
 
@@ -165,14 +166,37 @@ def _load_routes(
     return routes
 
 
-def _load_sla(directory: Path) -> SlaFile:
+def _load_sla(directory: Path, categories: dict[str, Category]) -> SlaFile:
     doc = read_yaml(directory / "sla.yaml")
     sla = parse(doc, SlaFile)
     if "general" not in sla.policies:
         raise doc.error(("policies",), "a 'general' policy is required (the default)")
+    unknown_urgencies = set(sla.policies) - {u.value for u in Urgency}
+    if unknown_urgencies:
+        name = sorted(unknown_urgencies)[0]
+        raise doc.error(
+            ("policies", name),
+            f"policy {name!r} is not an urgency ({', '.join(u.value for u in Urgency)})",
+        )
+    for category in sla.categories:
+        if category not in categories:
+            raise doc.error(
+                ("categories", category), f"unknown category {category!r} (not in taxonomy.yaml)"
+            )
     levels = [step.level for step in sla.ladder]
     if levels != sorted(levels) or len(set(levels)) != len(levels):
         raise doc.error(("ladder",), "ladder levels must be distinct and in rising order")
+    afters = [step.after for step in sla.ladder]
+    if afters != sorted(afters):
+        raise doc.error(("ladder",), "a higher ladder level cannot come before a lower one")
+    try:
+        ZoneInfo(sla.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise doc.error(("timezone",), f"unknown timezone {sla.timezone!r}") from error
+    try:
+        make_calendar(sla.calendar)
+    except ValueError as error:
+        raise doc.error(("calendar",), f"calendar: {error}") from error
     return sla
 
 

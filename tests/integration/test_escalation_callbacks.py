@@ -1,0 +1,352 @@
+# ruff: noqa: F811 - pytest fixtures are imported by name, then requested as arguments
+"""The department callback API on a real PostgreSQL: every action, signatures, roles,
+idempotency, refusals that change nothing, returns and re-dispatch, Open311 updates."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+import asyncpg
+import pytest
+
+from shared.events import utcnow
+from shared.webhooks import sign
+from tests.integration.escalation_support import Harness, make_harness  # noqa: F401
+
+LEAD = "community_committee"
+OTHER = "housing_bureau"
+WATER = "water_bureau"
+
+
+@pytest.fixture
+async def h(make_harness) -> Harness:
+    return await make_harness()
+
+
+async def test_a_case_goes_through_its_whole_life_and_each_step_is_announced(h: Harness) -> None:
+    await h.dispatch("C-1")
+    case = (await h.as_role("ops", "GET", "/v1/cases/C-1")).json()
+    assert case["state"] == "dispatched"
+    assert all(case["clocks"][c]["running"] for c in ("sign_for", "contact", "resolve"))
+    timers = await h.fetch("SELECT DISTINCT clock FROM timers WHERE case_id = 'C-1'")
+    assert {r["clock"] for r in timers} == {"sign_for", "contact", "resolve"}
+
+    steps = [
+        ("sign", {"department": LEAD, "actor": "duty-li"}, "signed"),
+        ("contact", {"department": LEAD, "actor": "duty-li", "note": "called"}, "in_progress"),
+        ("progress", {"department": LEAD, "note": "truck on its way"}, "in_progress"),
+    ]
+    for action, body, state in steps:
+        response = await h.call("C-1", action, body)
+        assert response.status_code == 200, response.text
+        assert response.json()["state"] == state
+    due = (await h.as_role("ops", "GET", "/v1/cases/C-1")).json()["clocks"]["resolve"]["due"]
+    new_due = (utcnow() + timedelta(days=20)).isoformat()
+    asked = await h.call(
+        "C-1", "extend", {"department": LEAD, "reason": "parts", "new_due": new_due}
+    )
+    assert asked.status_code == 200
+    assert asked.json()["pending_extension"]["reason"] == "parts"
+    approved = await h.as_role("supervisor", "POST", "/v1/cases/C-1/extend/approve", json={})
+    assert approved.status_code == 200
+    assert approved.json()["state"] == "extended"
+    assert approved.json()["clocks"]["resolve"]["due"] != due
+    resolved = await h.call("C-1", "resolve", {"department": LEAD, "reply": "cleared"})
+    assert resolved.json()["state"] == "resolved"
+    assert resolved.json()["overdue"] is False
+    rated = await h.as_role(
+        "platform", "POST", "/v1/cases/C-1/feedback", json={"rating": "satisfied"}
+    )
+    assert rated.status_code == 200
+    assert rated.json()["state"] == "closed"
+
+    announced = [
+        "deadlines_set", "signed", "contacted", "progressed", "extension_requested",
+        "extended", "deadlines_set", "resolved", "rated", "closed",
+    ]  # fmt: skip
+    assert await h.outbox_types("C-1") == announced
+    assert await h.fetch("SELECT * FROM timers WHERE case_id = 'C-1'") == []
+    view = (await h.as_role("ops", "GET", "/v1/cases/C-1")).json()
+    # The timeline: the router's dispatch, then every event escalation announced.
+    assert [e["type"].split(".")[2] for e in view["timeline"]] == ["dispatched", *announced]
+    assert view["timeline"][2]["actor"] == "duty-li"
+    assert h.metric("time_to_sign_seconds_count", {"department": LEAD}) == 1
+    assert h.metric("time_to_resolve_seconds_count", {"department": LEAD}) == 1
+
+
+async def test_extension_moves_the_resolve_timers_to_the_new_deadline(h: Harness) -> None:
+    await h.dispatch("C-2")
+    await h.call("C-2", "sign", {"department": LEAD})
+    new_due = (utcnow() + timedelta(days=30)).replace(microsecond=0)
+    await h.call(
+        "C-2", "extend", {"department": LEAD, "reason": "x", "new_due": new_due.isoformat()}
+    )
+    await h.as_role("supervisor", "POST", "/v1/cases/C-2/extend/approve", json={"note": "ok"})
+    rows = await h.fetch(
+        "SELECT DISTINCT deadline FROM timers WHERE case_id='C-2' AND clock='resolve'"
+    )
+    assert [r["deadline"] for r in rows] == [new_due]
+    deadlines = [e for e in await h.outbox("C-2") if e.type.endswith("deadlines_set.v1")]
+    assert deadlines[-1].data["resolve_due"].startswith(new_due.isoformat()[:19])
+    assert deadlines[-1].data["reason"] == "extended"
+
+
+async def test_supervisor_endpoints_need_the_supervisor_role(h: Harness) -> None:
+    await h.dispatch("C-3")
+    await h.call("C-3", "sign", {"department": LEAD})
+    later = (utcnow() + timedelta(days=30)).isoformat()
+    await h.call("C-3", "extend", {"department": LEAD, "reason": "x", "new_due": later})
+    before = await h.snapshot("C-3")
+    assert (await h.client.post("/v1/cases/C-3/extend/approve", json={})).status_code == 401
+    ops = await h.as_role("ops", "POST", "/v1/cases/C-3/extend/approve", json={})
+    assert ops.status_code == 403
+    assert await h.snapshot("C-3") == before
+    refused = await h.as_role(
+        "supervisor", "POST", "/v1/cases/C-3/extend/refuse", json={"reason": "not justified"}
+    )
+    assert refused.status_code == 200
+    assert refused.json()["pending_extension"] is None
+    assert (await h.outbox_types("C-3"))[-1] == "extension_refused"
+
+
+async def test_bad_signatures_get_401_and_change_nothing(h: Harness) -> None:
+    await h.dispatch("C-4")
+    before = await h.snapshot("C-4")
+    body = {"department": LEAD, "actor": "duty-li"}
+    wrong_secret = await h.call("C-4", "sign", body, secret_of=WATER)
+    stale = await h.call("C-4", "sign", body, timestamp=utcnow() - timedelta(minutes=6))
+    raw, headers = h.signed(body)
+    tampered = await h.client.post(
+        "/v1/cases/C-4/sign", content=raw.replace(b"duty-li", b"duty-xx"), headers=headers
+    )
+    unsigned = await h.client.post("/v1/cases/C-4/sign", json=body)
+    for response in (wrong_secret, stale, tampered, unsigned):
+        assert response.status_code == 401, response.text
+        assert "signature refused" in response.json()["detail"]
+    assert await h.snapshot("C-4") == before
+
+
+async def test_a_replayed_webhook_id_on_another_request_gets_401(h: Harness) -> None:
+    await h.dispatch("C-5")
+    first = await h.call("C-5", "sign", {"department": LEAD}, webhook_id="msg_fixed")
+    assert first.status_code == 200
+    before = await h.snapshot("C-5")
+    replay = await h.call(
+        "C-5", "progress", {"department": LEAD, "note": "x"}, webhook_id="msg_fixed"
+    )
+    assert replay.status_code == 401
+    assert "replay" in replay.json()["detail"]
+    assert await h.snapshot("C-5") == before
+
+
+async def test_the_same_callback_twice_gives_the_same_answer_once(h: Harness) -> None:
+    await h.dispatch("C-6")
+    raw, headers = h.signed({"department": LEAD, "actor": "duty-li", "note": "mine"})
+    first = await h.client.post("/v1/cases/C-6/sign", content=raw, headers=headers)
+    second = await h.client.post("/v1/cases/C-6/sign", content=raw, headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert (await h.outbox_types("C-6")).count("signed") == 1
+    # The same signature again under a new webhook-id is also answered without a new event.
+    third = await h.call("C-6", "sign", {"department": LEAD, "actor": "duty-li"})
+    assert third.status_code == 200
+    assert (await h.outbox_types("C-6")).count("signed") == 1
+    assert h.metric("transitions_total", {"action": "sign", "outcome": "repeat"}) == 2
+
+
+async def test_a_department_not_holding_the_case_gets_403_and_changes_nothing(h: Harness) -> None:
+    await h.dispatch("C-7")
+    before = await h.snapshot("C-7")
+    for action, body in (
+        ("sign", {"department": WATER}),
+        ("resolve", {"department": WATER, "reply": "done"}),
+        ("return", {"department": WATER, "reason": "not ours"}),
+    ):
+        response = await h.call("C-7", action, body)
+        assert response.status_code == 403, response.text
+        assert "does not hold" in response.json()["detail"]
+    assert await h.snapshot("C-7") == before
+
+
+async def test_illegal_transitions_get_409_and_change_nothing(h: Harness) -> None:
+    await h.dispatch("C-8")
+    before = await h.snapshot("C-8")
+    unsigned = await h.call("C-8", "resolve", {"department": LEAD, "reply": "done"})
+    assert unsigned.status_code == 409
+    assert "sign for it first" in unsigned.json()["detail"]
+    early_contact = await h.call("C-8", "contact", {"department": LEAD})
+    assert early_contact.status_code == 409
+    rating = await h.as_role(
+        "platform", "POST", "/v1/cases/C-8/feedback", json={"rating": "satisfied"}
+    )
+    assert rating.status_code == 409
+    assert await h.snapshot("C-8") == before
+    await h.call("C-8", "sign", {"department": LEAD, "actor": "a"})
+    other_signer = await h.call("C-8", "sign", {"department": LEAD, "actor": "b"})
+    assert other_signer.status_code == 409
+    assert "already signed" in other_signer.json()["detail"]
+    await h.call("C-8", "resolve", {"department": LEAD, "reply": "done"})
+    await h.as_role(
+        "platform", "POST", "/v1/cases/C-8/feedback", json={"rating": "basically_satisfied"}
+    )
+    closed = await h.snapshot("C-8")
+    for action, body in (
+        ("progress", {"department": LEAD, "note": "more"}),
+        ("resolve", {"department": LEAD, "reply": "again"}),
+        ("extend", {"department": LEAD, "reason": "x", "new_due": utcnow().isoformat()}),
+    ):
+        response = await h.call("C-8", action, body)
+        assert response.status_code == 409
+        assert "closed" in response.json()["detail"]
+    assert await h.snapshot("C-8") == closed
+
+
+async def test_bad_bodies_and_unknown_cases(h: Harness) -> None:
+    await h.dispatch("C-9")
+    await h.call("C-9", "sign", {"department": LEAD})
+    before = await h.snapshot("C-9")
+    missing_reply = await h.call("C-9", "resolve", {"department": LEAD})
+    assert missing_reply.status_code == 422
+    assert "reply" in missing_reply.json()["detail"]
+    naive_date = await h.call(
+        "C-9", "extend", {"department": LEAD, "reason": "x", "new_due": "2030-01-01T00:00:00"}
+    )
+    assert naive_date.status_code == 422
+    not_json = await h.client.post("/v1/cases/C-9/sign", content=b"{nope", headers={})
+    assert not_json.status_code == 400
+    assert await h.snapshot("C-9") == before
+    unknown = await h.call("NO-SUCH", "sign", {"department": LEAD})
+    assert unknown.status_code == 404
+    assert (await h.as_role("ops", "GET", "/v1/cases/NO-SUCH")).status_code == 404
+    assert (await h.client.get("/v1/cases/C-9")).status_code == 401
+    assert (await h.as_role("app", "GET", "/v1/cases/C-9")).status_code == 403
+
+
+async def test_return_then_redispatch_then_return_again_then_triage(h: Harness) -> None:
+    await h.dispatch("C-10")
+    await h.call("C-10", "sign", {"department": LEAD})
+    returned = await h.call("C-10", "return", {"department": LEAD, "reason": "a water main"})
+    assert returned.status_code == 200
+    assert returned.json()["state"] == "returned"
+    event = (await h.outbox("C-10"))[-1]
+    assert event.type == "civicroute.case.returned.v1"
+    assert event.data["return_count"] == 1
+    assert event.data["excluded"] == [LEAD]
+    assert await h.fetch("SELECT * FROM timers WHERE case_id = 'C-10'") == []
+
+    # The router re-routes it, without the department that returned it.
+    await h.dispatch("C-10", lead=WATER, attempt=2, excluded=[LEAD])
+    view = (await h.as_role("ops", "GET", "/v1/cases/C-10")).json()
+    assert (view["state"], view["lead"], view["attempt"]) == ("dispatched", WATER, 2)
+    assert view["clocks"]["sign_for"]["running"]
+    assert view["clocks"]["sign_for"]["met_at"] is None
+    assert (await h.call("C-10", "progress", {"department": LEAD, "note": "x"})).status_code == 403
+    deadlines = [e for e in await h.outbox("C-10") if e.type.endswith("deadlines_set.v1")]
+    assert deadlines[-1].data["department"] == WATER
+    assert deadlines[-1].data["reason"] == "redispatched"
+
+    second = await h.call("C-10", "return", {"department": WATER, "reason": "sewer, not supply"})
+    assert (await h.outbox("C-10"))[-1].data["excluded"] == [LEAD, WATER]
+    assert second.json()["return_count"] == 2
+    await h.triage("C-10")
+    view = (await h.as_role("ops", "GET", "/v1/cases/C-10")).json()
+    assert view["state"] == "triage"
+    assert not any(view["clocks"][c]["running"] for c in view["clocks"])
+    assert await h.fetch("SELECT * FROM timers WHERE case_id = 'C-10'") == []
+    # A human routes it: a fresh assignment with fresh clocks.
+    await h.dispatch("C-10", lead="district_government", attempt=3, excluded=[LEAD, WATER])
+    rows = await h.fetch(
+        "SELECT attempt, department, returned FROM assignments"
+        " WHERE case_id = 'C-10' ORDER BY attempt"
+    )
+    assert [tuple(r) for r in rows] == [
+        (1, LEAD, True),
+        (2, WATER, True),
+        (3, "district_government", False),
+    ]
+
+
+async def test_redelivered_and_stale_router_events_change_nothing(h: Harness) -> None:
+    event = await h.dispatch("C-11")
+    await h.call("C-11", "sign", {"department": LEAD})
+    before = await h.snapshot("C-11")
+    await h.redeliver(event)  # same CloudEvents id
+    await h.dispatch("C-11")  # same attempt under a new id
+    assert await h.snapshot("C-11") == before
+
+
+async def test_feedback_unsatisfied_reopens_and_the_rater_must_be_allowed(h: Harness) -> None:
+    await h.dispatch("C-12")
+    await h.call("C-12", "sign", {"department": LEAD})
+    await h.call("C-12", "resolve", {"department": LEAD, "reply": "cleared"})
+    before = await h.snapshot("C-12")
+    app_client = await h.as_role(
+        "app", "POST", "/v1/cases/C-12/feedback", json={"rating": "unsatisfied"}
+    )
+    assert app_client.status_code == 403
+    other_department = await h.call(
+        "C-12", "feedback", {"department": WATER, "rating": "satisfied"}
+    )
+    assert other_department.status_code == 403
+    assert await h.snapshot("C-12") == before
+    reopened = await h.call(
+        "C-12", "feedback", {"department": LEAD, "rating": "unsatisfied", "note": "still dirty"}
+    )
+    assert reopened.status_code == 200
+    assert reopened.json()["state"] == "reopened"
+    assert reopened.json()["clocks"]["resolve"]["running"]
+    assert (await h.outbox_types("C-12"))[-3:] == ["rated", "reopened", "deadlines_set"]
+    timers = await h.fetch("SELECT DISTINCT clock FROM timers WHERE case_id = 'C-12'")
+    assert [r["clock"] for r in timers] == ["resolve"]
+
+
+async def test_timeline_rows_cannot_be_changed_or_removed(h: Harness) -> None:
+    await h.dispatch("C-13")
+    async with h.pool.acquire() as conn:
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute("UPDATE timeline SET type = 'x'")
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute("DELETE FROM timeline")
+
+
+async def test_open311_updates_drive_the_same_actions(h: Harness) -> None:
+    await h.dispatch("C-14", lead=WATER, category="water.pollution_supply")
+
+    async def update(fields: dict[str, str], fmt: str = "json", secret_of: str = WATER):
+        raw = urlencode(fields).encode()
+        headers = sign(h.secrets[secret_of], f"msg_{uuid.uuid4().hex}", raw)
+        headers["content-type"] = "application/x-www-form-urlencoded; charset=utf-8"
+        return await h.client.post(
+            f"/open311/v2/servicerequestupdates.{fmt}", content=raw, headers=headers
+        )
+
+    base = {"service_request_id": "C-14", "department": WATER}
+    opened = await update({**base, "status": "OPEN"})
+    assert opened.status_code == 200
+    assert opened.json()[0]["update_id"]
+    fixed = await update({**base, "status": "FIXED", "description": "valve replaced"}, fmt="xml")
+    assert fixed.status_code == 200
+    assert "<update_id>" in fixed.text
+    assert (await h.outbox_types("C-14"))[-2:] == ["signed", "resolved"]
+    resolved = next(e for e in await h.outbox("C-14") if e.type.endswith("resolved.v1"))
+    assert resolved.data["reply"] == "valve replaced"
+    reopen = await update({**base, "status": "REOPEN"})
+    assert reopen.status_code == 400
+    assert "rating" in reopen.json()[0]["description"]
+    forged = await update({**base, "status": "IN_PROGRESS"}, secret_of=LEAD)
+    assert forged.status_code == 401
+    assert forged.json()[0]["code"] == 401
+    not_held = await update({**base, "department": LEAD, "status": "IN_PROGRESS"}, secret_of=LEAD)
+    assert not_held.status_code == 403
+
+
+async def test_dispatch_counts_as_open_case_gauges(h: Harness, city_pack: Path) -> None:
+    await h.dispatch("C-15")
+    await h.dispatch("C-16")
+    await h.call("C-16", "sign", {"department": LEAD})
+    await h.escalation.refresh_gauges()
+    assert h.metric("open_cases", {"state": "dispatched"}) == 1
+    assert h.metric("open_cases", {"state": "signed"}) == 1
