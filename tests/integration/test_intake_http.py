@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.intake_support import IntakeEnv, auth, intake_env  # noqa: F401
+from tests.integration.intake_support import IntakeEnv, auth
 
 HOTLINE: dict[str, Any] = {
     "channel": "hotline",
