@@ -14,6 +14,7 @@ from deploy.local.procs import free_port
 from services.intake.lifecycle import Change
 from services.intake.store import apply_change
 from shared.http import make_server
+from tests.helpers import eventually
 from tests.integration.intake_support import JURISDICTION, ROLE_KEYS, IntakeEnv, auth
 from tests.integration.open311_check import as_text, validate, validate_errors, xml_data
 
@@ -419,8 +420,7 @@ async def test_an_existing_open311_client_library_works_unchanged(intake_env: In
     server = make_server(intake_env.app, "127.0.0.1", port)
     serving = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: server.started, message="uvicorn started")
         root = f"http://127.0.0.1:{port}{BASE}"
         for fmt in ("json", "xml"):
             client = GeoReport(root, jurisdiction=JURISDICTION, output_format=fmt)
