@@ -44,6 +44,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 _CONTROL = re.compile(
     r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]"
 )
+_INT64 = (-(2**63), 2**63 - 1)
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _LOCAL11 = re.compile(r"^[0-9]{11}$")
@@ -55,13 +56,20 @@ def clean_text(value: str) -> str:
 
 
 def clean_json(value: Any) -> Any:
-    """``clean_text`` applied to every string (keys too) of a JSON value, e.g. ``extras``."""
+    """``clean_text`` applied to every string (keys too) of a JSON value, e.g. ``extras``;
+    integers beyond 64 bits become their decimal text."""
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, dict):
         return {clean_text(str(k)): clean_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [clean_json(v) for v in value]
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not _INT64[0] <= value <= _INT64[1]
+    ):
+        return str(value)  # kept, as text: no JSON store takes integers past 64 bits
     return value
 
 
