@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from services.intake.domain import Rejection, guess_channel
 from services.intake.lifecycle import CaseView, open311_status
-from services.intake.open311 import public_step
+from services.intake.open311 import public_address, public_step
 from services.intake.store import IdempotencyKey
 from shared.apikeys import ROLES, Client, require
 from shared.channels import MAX_BODY_BYTES, SubmittedRequest
@@ -105,8 +105,8 @@ def request_view(view: CaseView, intake: Intake, *, personal: bool) -> dict[str,
     department = departments.get(view.department or "")
     hide = (lambda text: text) if personal else mask_text
     location = request.location.model_dump(mode="json")
-    if not personal and location.get("address_text"):
-        location["address_text"] = mask_text(location["address_text"])
+    if not personal:
+        location["address_text"] = public_address(request)
     result = RequestView(
         case_id=request.case_id,
         channel=request.channel.value,

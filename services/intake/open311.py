@@ -20,6 +20,7 @@ from services.intake.lifecycle import CLOSED_STATES, CaseView, open311_status, s
 from shared.channels import MAX_DESCRIPTION, AppReport
 from shared.citypack.departments import Department
 from shared.citypack.taxonomy import Category, ServiceAttribute
+from shared.events import CitizenRequest
 from shared.logs import mask_text
 
 Format = Literal["json", "xml"]
@@ -386,7 +387,7 @@ def request_record(
         "requested_datetime": iso(view.requested_at),
         "updated_datetime": iso(view.updated_at),
         "expected_datetime": iso(view.resolve_due),
-        "address": mask_text(request.location.address_text or "") or None,
+        "address": public_address(request),
         "address_id": open311.get("address_id") if isinstance(open311, dict) else None,
         "zipcode": None,
         "lat": request.location.lat,
@@ -403,6 +404,13 @@ def request_record(
             "history": [public_step(step, departments) for step in view.history],
         }
     return record
+
+
+def public_address(request: CitizenRequest) -> str | None:
+    """Where, for the public: masked, and not at all for a confidential caller (it may be home)."""
+    if request.reporter.confidential or not request.location.address_text:
+        return None
+    return mask_text(request.location.address_text)
 
 
 def public_step(step: Mapping[str, Any], departments: Mapping[str, Department]) -> dict[str, Any]:

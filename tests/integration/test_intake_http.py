@@ -87,6 +87,8 @@ async def test_platform_sees_the_caller_but_an_app_sees_no_personal_data(
     assert "source_ref" not in public
     assert "extras" not in public
     assert "13912345678" not in public["description"]
+    assert "address_text" not in public["location"]  # a confidential caller's address
+    assert full["location"]["address_text"] == HOTLINE["address_text"]
     assert public["state"] == "received"
     assert public["status"] == "open"
     assert public["category"] == "sanitation.litter"
