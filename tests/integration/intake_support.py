@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -24,13 +24,14 @@ from services.intake.app import MIGRATIONS, Intake, Open311Config
 from shared.apikeys import ApiKeys, Client, hash_key
 from shared.citypack import load_pack
 from shared.db import connect_pool, migrate
-from shared.events import CloudEvent, EventType, decode, encode, utcnow
+from shared.events import CloudEvent, EventType, encode, utcnow
 from shared.http import create_app
 from shared.kafka import make_producer
 from shared.metrics import Metrics
 from shared.outbox import OutboxRelay
 from shared.topics import Topic, TopicNames
 from tests.conftest import Infra
+from tests.helpers import read_topic
 
 ROLE_KEYS = {
     "platform": "ck_test_platform_key",
@@ -144,22 +145,7 @@ class KafkaSide:
 
     async def read(self, topic: Topic, timeout_ms: int = 1500) -> list[CloudEvent]:
         """Everything on ``topic`` so far (a fresh consumer, no group)."""
-        consumer = AIOKafkaConsumer(
-            self.topics(topic),
-            bootstrap_servers=self.infra.bootstrap,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        try:
-            found: list[CloudEvent] = []
-            while True:
-                batch = await consumer.getmany(timeout_ms=timeout_ms)
-                if not batch:
-                    return found
-                for messages in batch.values():
-                    found.extend(decode(m.value) for m in messages)
-        finally:
-            await consumer.stop()
+        return await read_topic(self.infra.bootstrap, self.topics(topic), timeout_ms)
 
 
 @pytest.fixture
