@@ -6,6 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from aiokafka import AIOKafkaConsumer
+
+from shared.events import CloudEvent, decode
+
 T = TypeVar("T")
 
 
@@ -27,3 +31,19 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         await asyncio.sleep(interval)
+
+
+async def read_topic(bootstrap: str, topic: str, timeout_ms: int = 3000) -> list[CloudEvent]:
+    """Everything on ``topic`` so far, decoded (a fresh consumer, no group)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        records: list[CloudEvent] = []
+        while True:
+            batch = await consumer.getmany(timeout_ms=timeout_ms)
+            if not batch:
+                return records
+            for messages in batch.values():
+                records.extend(decode(m.value) for m in messages)
+    finally:
+        await consumer.stop()

@@ -25,7 +25,7 @@ from deploy.local.demo import demo_payloads, publish
 from deploy.local.kafka import KafkaBroker, TansuBroker, cache_dir, java_available
 from deploy.local.postgres import PostgresServer
 from deploy.local.procs import Managed, free_port
-from deploy.local.stack import REPO, ServiceSet, write_secrets
+from deploy.local.stack import REPO, ServiceSet, write_api_keys, write_secrets
 from shared.aio import sleep_or_stop
 from shared.citypack import load_pack_or_exit
 from shared.kafka import make_producer, start_with_retry
@@ -104,12 +104,19 @@ def main() -> None:
             )
         secrets_file = workdir / "secrets.yaml"
         write_secrets(secrets_file, list(pack.departments))
+        keys = write_api_keys(
+            workdir / "api-keys.yaml", {"demo-platform": "platform", "demo-app": "app"}
+        )
+        keys_note = workdir / "api-keys.txt"  # for the person at the keyboard, not the logs
+        keys_note.write_text("".join(f"{name} {key}\n" for name, key in keys.items()))
+        keys_note.chmod(0o600)
         department_port = free_port()
         env = {
             "CIVIC_KAFKA_BOOTSTRAP": bootstrap,
             "CIVIC_DATABASE_URL": database_url,
             "CIVIC_CITY": args.city,
             "CIVIC_SECRETS_FILE": str(secrets_file),
+            "CIVIC_API_KEYS_FILE": str(workdir / "api-keys.yaml"),
             "CIVIC_KAFKA_IDEMPOTENCE": str(idempotent).lower(),
             "CIVIC_WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{department_port}/hooks/{{department}}",
         }
@@ -145,6 +152,7 @@ def main() -> None:
             "civicroute running",
             **{f"{s}_url": services.url(s) for s in services.ports},
             workdir=str(workdir),
+            api_keys_file=str(keys_note),
             hint="Ctrl-C stops everything",
         )
         asyncio.run(_until_signal(bootstrap, args.rate, idempotent))

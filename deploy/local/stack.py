@@ -14,6 +14,7 @@ import httpx
 import yaml
 
 from deploy.local.procs import Managed, free_port, tail
+from shared.apikeys import hash_key, new_key
 from shared.webhooks import new_secret
 
 SERVICES = ("intake", "router", "escalation", "notify")
@@ -27,6 +28,21 @@ def write_secrets(path: Path, departments: list[str]) -> dict[str, list[str]]:
     path.write_text(yaml.safe_dump({"departments": secrets}))
     path.chmod(0o600)
     return secrets
+
+
+def write_api_keys(path: Path, clients: dict[str, str]) -> dict[str, str]:
+    """A fresh key per client (name → role) in CIVIC_API_KEYS_FILE's format (hashes only).
+
+    Returns name → plaintext key; the caller decides where a person may read them.
+    """
+    keys = {name: new_key() for name in clients}
+    entries = [
+        {"name": name, "roles": [role], "sha256": hash_key(keys[name])}
+        for name, role in clients.items()
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"clients": entries}))
+    return keys
 
 
 @dataclass

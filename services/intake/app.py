@@ -1,107 +1,303 @@
-"""intake wiring: the Kafka consumer, the HTTP API and the outbox, around store and domain."""
+"""intake wiring: the Kafka consumer, the HTTP APIs and the outbox, around store and domain."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import orjson
 import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from fastapi import FastAPI
+from pydantic import Field
 
-from services.intake import api
-from services.intake.domain import ChannelPayload
-from services.intake.store import Acceptance, accept
+from services.intake import api, open311_api
+from services.intake.domain import (
+    ChannelPayload,
+    Rejection,
+    guess_channel,
+    hint_of,
+    rejection_of,
+    resolve_category,
+)
+from services.intake.lifecycle import CASE_EVENT_TYPES, CaseView, change_for
+from services.intake.store import Acceptance, IdempotencyKey, accept, apply_change, get_case
+from shared.apikeys import ApiKeys, ApiKeysError
+from shared.channels import MAX_BODY_BYTES, SubmittedRequest
+from shared.citypack import CityPack, load_pack_or_exit
 from shared.db import claim_new_events
 from shared.events import EventType, InvalidEvent, new_event, utcnow
-from shared.kafka import Inbound
+from shared.kafka import ConsumerRuntime, DeadLetters, Inbound
 from shared.logs import configure_logging
+from shared.metrics import Metrics
 from shared.outbox import enqueue
 from shared.service import Service, run_service
 from shared.settings import CommonSettings, load_settings
-from shared.topics import Topic
+from shared.topics import Topic, TopicNames
 
 log = structlog.get_logger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
+SERVICE = "intake"
 
 
 class IntakeSettings(CommonSettings):
     http_port: int = 8001
+    open311_jurisdiction: str | None = Field(
+        default=None,
+        description="Open311 jurisdiction_id this server answers for (default: the city name)",
+        max_length=100,
+    )
+    open311_contact: str = Field(
+        default="", description="Open311 discovery: who to contact about the API", max_length=500
+    )
+    open311_key_service: str = Field(
+        default="", description="Open311 discovery: where clients ask for an api_key"
+    )
+
+
+@dataclass(frozen=True)
+class Open311Config:
+    jurisdiction: str
+    contact: str
+    key_service: str
 
 
 class Intake:
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        m = service.metrics
-        self.received = m.counter(
-            "requests_received_total", "Requests received", ["channel", "via"]
-        )
-        self.accepted = m.counter(
-            "requests_accepted_total", "Requests accepted as new cases", ["channel"]
-        )
-        self.duplicates = m.counter(
-            "requests_duplicate_total", "Repeat deliveries recognised", ["channel"]
-        )
-        self.rejected = m.counter("requests_rejected_total", "Requests refused", ["reason"])
-        self.latency = m.histogram("intake_seconds", "Time from receipt to durable acceptance")
+    """Takes requests from Kafka and HTTP; keeps the public view of each case."""
 
-    async def accept_one(self, conn: asyncpg.Connection, payload: ChannelPayload) -> Acceptance:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        metrics: Metrics,
+        topics: TopicNames,
+        pack: CityPack,
+        keys: ApiKeys,
+        open311: Open311Config,
+    ) -> None:
+        self.pool = pool
+        self.metrics = metrics
+        self.topics = topics
+        self.pack = pack
+        self.keys = keys
+        self.open311 = open311
+        self.source = f"/civicroute/{SERVICE}"
+        m = metrics
+        self._received = m.counter(
+            "requests_received_total", "Requests received, valid or not", ["channel", "via"]
+        )
+        self._accepted = m.counter(
+            "requests_accepted_total", "Requests accepted as new cases", ["channel", "via"]
+        )
+        self._duplicates = m.counter(
+            "requests_duplicate_total",
+            "Repeat deliveries recognised (original case returned)",
+            ["channel", "via"],
+        )
+        self._rejected = m.counter(
+            "requests_rejected_total", "Requests refused", ["channel", "via", "reason"]
+        )
+        self._latency = m.histogram(
+            "acceptance_seconds",
+            "From receipt (HTTP) or publication (Kafka) to durable acceptance",
+            ["via"],
+        )
+        self._projected = m.counter(
+            "case_events_projected_total", "Case events folded into the public view", ["kind"]
+        )
+
+    # --- accepting ----------------------------------------------------------------------------
+
+    async def accept_one(
+        self,
+        conn: asyncpg.Connection,
+        payload: ChannelPayload,
+        idempotency: IdempotencyKey | None = None,
+    ) -> Acceptance:
         """Store the request and queue its accepted event, in the caller's transaction."""
-        outcome = await accept(conn, payload, utcnow())
+        category = resolve_category(hint_of(payload), self.pack.categories)
+        outcome = await accept(conn, payload, utcnow(), category=category, idempotency=idempotency)
         if outcome.created and outcome.request is not None:
             event = new_event(
                 EventType.REQUEST_ACCEPTED,
-                source=self.service.source,
+                source=self.source,
                 subject=outcome.case_id,
                 data=outcome.request,
             )
-            topic = self.service.topic(Topic.REQUESTS_ACCEPTED)
-            await enqueue(conn, self.service.name, [(topic, outcome.case_id, event)])
+            topic = self.topics(Topic.REQUESTS_ACCEPTED)
+            await enqueue(conn, SERVICE, [(topic, outcome.case_id, event)])
         return outcome
 
+    async def submit(
+        self,
+        payload: ChannelPayload,
+        *,
+        via: str,
+        idempotency: IdempotencyKey | None,
+        started: float,
+    ) -> Acceptance:
+        """An HTTP submission: accept it in its own transaction and count the outcome."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            outcome = await self.accept_one(conn, payload, idempotency)
+        if outcome.conflict:
+            self.rejected(via, Rejection.CONFLICT, payload.channel)
+        else:
+            self.counted(payload.channel, via, outcome, time.perf_counter() - started)
+        return outcome
+
+    def counted(self, channel: str, via: str, outcome: Acceptance, seconds: float) -> None:
+        self._received.labels(channel, via).inc()
+        if outcome.created:
+            self._accepted.labels(channel, via).inc()
+            self._latency.labels(via).observe(max(0.0, seconds))
+            log.info("request accepted", case_id=outcome.case_id, channel=channel, via=via)
+        else:
+            self._duplicates.labels(channel, via).inc()
+
+    def rejected(self, via: str, reason: Rejection, channel: str = "unknown") -> None:
+        self._received.labels(channel, via).inc()
+        self._rejected.labels(channel, via, reason.value).inc()
+        log.info("request rejected", via=via, reason=reason.value, channel=channel)
+
+    # --- Kafka ----------------------------------------------------------------------------------
+
     async def handle_batch(self, batch: Sequence[Inbound]) -> None:
-        started = time.perf_counter()
-        outcomes: list[tuple[str, Acceptance]] = []
-        async with self.service.pool.acquire() as conn, conn.transaction():
+        """Requests become cases; case events update the public view; all in one transaction.
+
+        A request over the size limit or in conflict with an accepted one raises
+        InvalidEvent: the runtime retries the batch message by message and
+        dead-letters just that one, with the reason.
+        """
+        for item in batch:
+            size = len(item.record.value or b"")
+            if item.event.type == EventType.REQUEST_SUBMITTED and size > MAX_BODY_BYTES:
+                raise InvalidEvent(f"too_large: {size} bytes, over the {MAX_BODY_BYTES} limit")
+        outcomes: list[tuple[Inbound, str, Acceptance]] = []
+        async with self.pool.acquire() as conn, conn.transaction():
             fresh = await claim_new_events(conn, [item.event.id for item in batch])
             for item in batch:
                 if item.event.id not in fresh:
                     continue
-                payload = item.payload.root  # type: ignore[attr-defined]
-                outcome = await self.accept_one(conn, payload)
-                if outcome.conflict:
-                    raise InvalidEvent(
-                        f"conflict: {payload.channel}:{payload.source_ref} was already accepted "
-                        f"as {outcome.case_id} with different content"
-                    )
-                outcomes.append((payload.channel, outcome))
-        for channel, outcome in outcomes:
-            self.count(channel, "kafka", outcome)
-            if outcome.created:
-                log.info("request accepted", case_id=outcome.case_id, channel=channel)
-        if outcomes:
-            self.latency.observe((time.perf_counter() - started) / len(outcomes))
+                if isinstance(item.payload, SubmittedRequest):
+                    payload = item.payload.root
+                    outcome = await self.accept_one(conn, payload)
+                    if outcome.conflict:
+                        raise InvalidEvent(
+                            f"conflict: {payload.channel}:{payload.source_ref} was accepted as"
+                            f" {outcome.case_id} with different content"
+                        )
+                    outcomes.append((item, payload.channel, outcome))
+                    continue
+                change = change_for(item.event.type, item.payload)
+                if change is not None:
+                    await apply_change(conn, item.event.id, change)
+                    self._projected.labels(change.kind).inc()
+        now = time.time()
+        for item, channel, outcome in outcomes:
+            self.counted(channel, "kafka", outcome, now - item.record.timestamp / 1000)
 
-    def count(self, channel: str, via: str, outcome: Acceptance) -> None:
-        self.received.labels(channel, via).inc()
-        if outcome.created:
-            self.accepted.labels(channel).inc()
-        else:
-            self.duplicates.labels(channel).inc()
+    def consumer(self, bootstrap: str, producer: AIOKafkaProducer) -> ConsumerRuntime:
+        """The consumer of citizen.requests.v1 and case.events.v1 (group civicroute.intake)."""
+        dead_letters = _CountingDeadLetters(self, producer)
+        return ConsumerRuntime(
+            service=SERVICE,
+            bootstrap=bootstrap,
+            topics=[self.topics(Topic.CITIZEN_REQUESTS), self.topics(Topic.CASE_EVENTS)],
+            group_id=self.topics.group(SERVICE),
+            handler=self.handle_batch,
+            accept={EventType.REQUEST_SUBMITTED, *CASE_EVENT_TYPES},
+            dead_letters=dead_letters,
+            metrics=self.metrics,
+        )
+
+    # --- reading --------------------------------------------------------------------------------
+
+    async def case(self, case_id: str) -> CaseView | None:
+        async with self.pool.acquire() as conn:
+            return await get_case(conn, case_id)
+
+    def install(self, app: FastAPI) -> None:
+        """Add the /v1 and /open311/v2 APIs to ``app``."""
+        app.include_router(api.make_router(self))
+        open311_api.install(app, self)
+        _document_payloads(app)
+
+
+class _CountingDeadLetters(DeadLetters):
+    """Dead letters as usual; a refused citizen request is also counted by reason."""
+
+    def __init__(self, intake: Intake, producer: AIOKafkaProducer) -> None:
+        topics = intake.topics
+        super().__init__(producer, topics(Topic.DEADLETTER), SERVICE, intake.metrics)
+        self._intake = intake
+        self._requests_topic = topics(Topic.CITIZEN_REQUESTS)
+
+    async def send(self, record: ConsumerRecord, reason: str) -> None:
+        await super().send(record, reason)
+        if record.topic == self._requests_topic:
+            self._intake.rejected("kafka", rejection_of(reason), _claimed_channel(record.value))
+
+
+def _claimed_channel(raw: bytes | None) -> str:
+    try:
+        envelope = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return "unknown"
+    return guess_channel(envelope.get("data") if isinstance(envelope, dict) else None)
+
+
+def _document_payloads(app: FastAPI) -> None:
+    """Put the channel payload schemas into the OpenAPI document's components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            document = build()
+            schema = SubmittedRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            components.update(schema.pop("$defs", {}))
+            components["ChannelPayload"] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def run(settings: IntakeSettings) -> int:
-    service = Service("intake", settings, http_port=settings.http_port, migrations=MIGRATIONS)
+    pack = load_pack_or_exit(settings.city_dir)
+    try:
+        keys = ApiKeys.load(settings.api_keys_file)
+    except ApiKeysError as error:
+        print(f"bad settings: CIVIC_API_KEYS_FILE {error}", file=sys.stderr)
+        return 2
+    service = Service(SERVICE, settings, http_port=settings.http_port, migrations=MIGRATIONS)
     await service.start()
-    intake = Intake(service)
-    service.add_consumer(
-        [Topic.CITIZEN_REQUESTS], intake.handle_batch, accept={EventType.REQUEST_SUBMITTED}
+    intake = Intake(
+        pool=service.pool,
+        metrics=service.metrics,
+        topics=service.topics,
+        pack=pack,
+        keys=keys,
+        open311=Open311Config(
+            jurisdiction=settings.open311_jurisdiction or settings.city,
+            contact=settings.open311_contact,
+            key_service=settings.open311_key_service,
+        ),
     )
-    service.app.include_router(api.make_router(intake))
+    runtime = intake.consumer(settings.kafka_bootstrap, service.producer)
+    service.add_loop("consumer", runtime.run)
+    intake.install(service.app)
+    if not keys.by_hash:
+        log.warning("no API keys configured: POST /v1/requests and Open311 POST refuse all")
     return await service.run()
 
 
 def main() -> None:
     settings = load_settings(IntakeSettings)
-    configure_logging("intake", settings.log_level)
+    configure_logging(SERVICE, settings.log_level)
     run_service(lambda: run(settings))

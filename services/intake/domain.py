@@ -1,17 +1,66 @@
-"""Pure mapping from a channel payload to the canonical CitizenRequest. No I/O."""
+"""Pure intake decisions: channel payload → canonical CitizenRequest, the rejection
+reasons, the category a hint names. No I/O."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import orjson
 
 from shared.channels import AppReport, GridReport, HotlineTicket
+from shared.citypack.taxonomy import Category
 from shared.events import Channel, CitizenRequest, Location, Reporter, Urgency
 
 ChannelPayload = HotlineTicket | AppReport | GridReport
+
+
+class Rejection(StrEnum):
+    """Why a request was refused: the bounded ``reason`` label of the rejection metric.
+
+    On Kafka the dead-letter ``reason`` text starts with the runtime's own
+    wording (left column of :data:`KAFKA_REASONS`) or with one of these codes.
+    """
+
+    EMPTY = "empty"  # no bytes at all
+    TOO_LARGE = "too_large"  # over 64 KiB
+    MALFORMED = "malformed"  # not UTF-8, not JSON, not form-encoded
+    NOT_CLOUDEVENT = "not_cloudevent"  # Kafka: the envelope is not CloudEvents 1.0
+    INVALID = "invalid"  # a field breaks the channel's rules (field-level detail)
+    CONFLICT = "conflict"  # same identity or Idempotency-Key, different content
+    UNAUTHORIZED = "unauthorized"  # HTTP: no API key or an unknown one
+    FORBIDDEN = "forbidden"  # HTTP: the key's roles do not allow it
+    FAILED = "failed"  # Kafka: processing failed three times (a bug; see the logs)
+
+
+# The ConsumerRuntime's reason prefixes (shared.events.decode / CloudEvent.payload).
+KAFKA_REASONS: dict[str, Rejection] = {
+    "empty message": Rejection.EMPTY,
+    "malformed JSON": Rejection.MALFORMED,
+    "not a CloudEvent": Rejection.NOT_CLOUDEVENT,
+    "invalid civicroute.request.submitted.v1 data": Rejection.INVALID,
+    "processing failed": Rejection.FAILED,
+}
+
+
+def rejection_of(reason: str) -> Rejection:
+    """The bounded rejection code of a dead-letter reason (text before the first colon)."""
+    head = reason.split(":", 1)[0].strip()
+    if head in KAFKA_REASONS:
+        return KAFKA_REASONS[head]
+    try:
+        return Rejection(head)
+    except ValueError:
+        return Rejection.FAILED
+
+
+def guess_channel(data: Any) -> str:
+    """The channel a (possibly invalid) payload claims, as a bounded metric label."""
+    channel = data.get("channel") if isinstance(data, Mapping) else None
+    return channel if channel in {c.value for c in Channel} else "unknown"
 
 
 def format_case_id(number: int, when: datetime) -> str:
@@ -25,6 +74,27 @@ def payload_hash(payload: ChannelPayload) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+def resolve_category(hint: str | None, categories: Mapping[str, Category]) -> str | None:
+    """The taxonomy id a hint names, by id or by Open311 service_code; None if it names none."""
+    if not hint:
+        return None
+    if hint in categories:
+        return hint
+    wanted = hint.casefold()
+    for category in categories.values():
+        if category.service_code.casefold() == wanted or category.id.casefold() == wanted:
+            return category.id
+    return None
+
+
+def hint_of(payload: ChannelPayload) -> str | None:
+    if isinstance(payload, HotlineTicket):
+        return payload.category_hint
+    if isinstance(payload, AppReport):
+        return payload.category
+    return payload.checklist_code
+
+
 def _extras(payload: ChannelPayload) -> dict[str, Any]:
     return dict(payload.model_extra or {})
 
@@ -33,7 +103,6 @@ def to_citizen_request(
     payload: ChannelPayload, *, case_id: str, received_at: datetime
 ) -> CitizenRequest:
     if isinstance(payload, HotlineTicket):
-        description = payload.details or payload.summary
         return CitizenRequest(
             case_id=case_id,
             channel=Channel.HOTLINE,
@@ -41,7 +110,7 @@ def to_citizen_request(
             received_at=received_at,
             submitted_at=payload.submitted_at,
             title=payload.summary,
-            description=description,
+            description=payload.details or payload.summary,
             category_hint=payload.category_hint,
             urgency_hint=Urgency(payload.urgency) if payload.urgency else None,
             location=Location(address_text=payload.address_text),

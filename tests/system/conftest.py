@@ -10,17 +10,17 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from deploy.local.demo import publish
 from deploy.local.department import DepartmentReceiver
 from deploy.local.procs import tail
 from deploy.local.stack import SERVICES, ServiceSet, write_secrets
 from shared.citypack import load_pack
-from shared.events import decode
 from shared.kafka import make_producer
 from shared.topics import Topic, TopicNames
 from tests.conftest import Infra
+from tests.helpers import read_topic
 
 
 @dataclass
@@ -45,20 +45,7 @@ class System:
 
     async def read_topic(self, topic: Topic, timeout_ms: int = 3000) -> list[Any]:
         """Everything on ``topic`` so far, decoded (a fresh consumer, no group)."""
-        consumer = AIOKafkaConsumer(
-            self.topics(topic), bootstrap_servers=self.infra.bootstrap, auto_offset_reset="earliest"
-        )
-        await consumer.start()
-        try:
-            records = []
-            while True:
-                batch = await consumer.getmany(timeout_ms=timeout_ms)
-                if not batch:
-                    return records
-                for messages in batch.values():
-                    records.extend(decode(m.value) for m in messages)
-        finally:
-            await consumer.stop()
+        return await read_topic(self.infra.bootstrap, self.topics(topic), timeout_ms)
 
 
 SystemFactory = Callable[..., Any]
