@@ -413,8 +413,9 @@ def _candidates(
 
 
 def triage_for_returns(
-    request: CitizenRequest, pack: CityPack, returns: int, jurisdiction: Jurisdiction
+    pack: CityPack, returns: int, jurisdiction: Jurisdiction, trace: list[str]
 ) -> Triage:
+    """Returned too often: no more guessing, a person decides."""
     reason = f"returned {returns} times (limit {pack.routes.max_returns}): a person decides"
     return Triage(
         reason=reason,
@@ -423,5 +424,5 @@ def triage_for_returns(
         confidence=0.0,
         candidates=[],
         jurisdiction=jurisdiction,
-        trace=[f"triage: {reason}"],
+        trace=[*trace, f"triage: {reason}"],
     )
