@@ -101,7 +101,7 @@ class TfidfLinear:
                 ),
             ]
         )
-        self.model = LogisticRegression(C=100.0, max_iter=5000)
+        self.model = LogisticRegression(C=400.0, max_iter=5000)
         self.names: np.ndarray = np.array([])
 
     def fit(self, examples: Sequence[Example]) -> TfidfLinear:
