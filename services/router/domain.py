@@ -368,8 +368,9 @@ def decide(
     if lead in excluded:
         return triage("all_excluded", "every candidate department returned it", confidence)
     assert lead is not None
-    for extra in hits[1:]:  # routes reached through `continue` add their units
-        cooperating.extend(u for u in [extra.lead, *extra.cooperating] if u)
+    for extra in hits:  # routes reached through `continue` add their units
+        if extra is not chosen and extra is not primary:
+            cooperating.extend(u for u in [extra.lead, *extra.cooperating] if u)
     cooperating = [u for u in dict.fromkeys(cooperating) if u != lead and u not in excluded]
     if route_id is not None:
         trace.append(

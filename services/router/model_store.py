@@ -97,6 +97,8 @@ def route_reliability(pack: CityPack, rows: Sequence[Row]) -> dict[str, float]:
             continue
         request = row.request(pack)
         jurisdiction, _ = domain.locate(request, pack)
+        if jurisdiction.method == "fallback" and pack.routes.fallback.when_no_jurisdiction:
+            continue  # the place, not the route, decided who took it
         hit = domain.route_of(request, pack, row.category, jurisdiction)
         if hit is None or hit.lead is None:
             continue
