@@ -51,7 +51,7 @@ def test_artefact_is_versioned_under_city_and_records_what_it_learnt_from(
     assert meta["examples"] == train_rows  # the held-out file is never trained on
     assert meta["files"] == ["train.csv"]
     assert meta["model"] == "tfidf-linear"
-    assert 0 < meta["training_seconds"]
+    assert meta["training_seconds"] > 0
 
 
 def test_the_fast_path_scores_exactly_as_sklearn(trained_dir: Path, pack_copy: Path) -> None:
