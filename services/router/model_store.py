@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -26,7 +27,7 @@ from typing import Any
 import sklearn
 import structlog
 
-from services.router import domain
+from services.router import classifier, datasets, domain
 from services.router.classifier import MODELS, Example, warm_up
 from services.router.datasets import Row, training_files, training_rows
 from shared.citypack import CityPack
@@ -37,6 +38,7 @@ log = structlog.get_logger(__name__)
 # Bump when the artefact's layout or the classifier code changes meaning.
 ARTEFACT_FORMAT = "3"
 PACK_FILES = ("taxonomy.yaml", "routes.yaml", "jurisdictions.geojson")
+TRAINING_CODE = (classifier, datasets, domain, sys.modules[__name__])
 
 
 class ModelError(RuntimeError):
@@ -53,6 +55,8 @@ class Trained:
 def pack_version(pack: CityPack, extra: Sequence[Path] = ()) -> str:
     digest = hashlib.sha256()
     digest.update(f"format {ARTEFACT_FORMAT} sklearn {sklearn.__version__}\n".encode())
+    for module in TRAINING_CODE:  # a change to how models are made makes a new version
+        digest.update(Path(module.__file__ or "").read_bytes())
     for name in PACK_FILES:
         path = pack.directory / name
         digest.update(name.encode() + b"\0")
@@ -79,8 +83,8 @@ def fit(pack: CityPack, rows: Sequence[Row], version: str) -> domain.Model:
     if trainer is None:
         raise ModelError(f"unknown classifier model {settings.model!r} (known: {sorted(MODELS)})")
     warm_up(settings.words)
-    classifier = trainer(examples_of(rows), list(pack.categories.values()), settings.words)
-    return domain.Model(classifier, version, route_reliability(pack, rows))
+    fitted = trainer(examples_of(rows), list(pack.categories.values()), settings.words)
+    return domain.Model(fitted, version, route_reliability(pack, rows))
 
 
 def route_reliability(pack: CityPack, rows: Sequence[Row]) -> dict[str, float]:
@@ -166,9 +170,9 @@ def load(path: Path) -> Trained:
     if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
         raise ModelError(f"{blob_file}: checksum does not match meta.json (corrupt or altered)")
     # The checksum above ties the pickle to the meta.json this service wrote itself.
-    classifier = pickle.loads(blob)  # noqa: S301
+    fitted = pickle.loads(blob)  # noqa: S301
     warm_up(meta.get("words", "latin"))
-    model = domain.Model(classifier, meta["version"], dict(meta.get("reliability") or {}))
+    model = domain.Model(fitted, meta["version"], dict(meta.get("reliability") or {}))
     return Trained(model, meta, path)
 
 
