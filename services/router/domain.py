@@ -226,9 +226,9 @@ def _matches(route: Route, ctx: Context) -> bool:
             return False
     if m.keywords and not any(k.casefold() in ctx.text for k in m.keywords):
         return False
-    if m.time and not any(r.contains(ctx.at) for r in m.time_ranges()):
+    if m.time and not any(r.contains(ctx.at) for r in m.time_ranges):
         return False
-    return all(matcher.holds(ctx.labels[matcher.label]) for matcher in route.parsed_matchers())
+    return all(matcher.holds(ctx.labels[matcher.label]) for matcher in route.parsed_matchers)
 
 
 def _hit(route: Route, parent: Hit | None, ctx: Context) -> tuple[Hit, Context]:

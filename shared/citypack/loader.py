@@ -239,7 +239,7 @@ class _RouteChecker:
             if name not in self.categories:
                 raise self.doc.error((*loc, "match", "category"), f"unknown category {name!r}")
         allowed = reachable & set(wanted) if wanted else set(reachable)
-        for matcher in route.parsed_matchers():
+        for matcher in route.parsed_matchers:
             if matcher.label == "category":
                 allowed = {c for c in allowed if matcher.holds(c)}
         return allowed
@@ -265,7 +265,7 @@ def _conditions(route: Route) -> set[tuple[str, str]]:
         items.add(("keywords", "|".join(sorted(route.match.keywords))))
     if route.match.time:
         items.add(("time", "|".join(sorted(route.match.time))))
-    items.update(("matcher", str(m)) for m in route.parsed_matchers() if m.label != "category")
+    items.update(("matcher", str(m)) for m in route.parsed_matchers if m.label != "category")
     return items
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import time
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -117,6 +118,7 @@ class RouteMatch(Strict):
             return [str(v) for v in raw]
         return [str(raw)]
 
+    @cached_property
     def time_ranges(self) -> list[TimeRange]:
         return [TimeRange.parse(text) for text in self.time]
 
@@ -142,6 +144,7 @@ class Route(Strict):
             Matcher.parse(text)
         return value
 
+    @cached_property
     def parsed_matchers(self) -> list[Matcher]:
         return [Matcher.parse(text) for text in self.matchers]
 

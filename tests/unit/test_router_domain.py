@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 
 from services.router import domain
 from services.router.classifier import KeywordClassifier
@@ -258,3 +260,43 @@ def test_an_urgency_hint_from_the_operator_beats_the_category_default(
     )
     assert isinstance(outcome, domain.Decision)
     assert (outcome.urgency, outcome.sla_policy) == (Urgency.EMERGENCY, "emergency")
+
+
+def test_alertmanager_matchers_select_routes(tmp_path: Path, keywords: domain.Model) -> None:
+    target = tmp_path / "demo-zh"
+    shutil.copytree(DEFAULT_CITIES_DIR / "demo-zh", target)
+    routes = yaml.safe_load((target / "routes.yaml").read_text(encoding="utf-8"))
+    routes["routes"].insert(
+        1,
+        {
+            "id": "app-heating-outside-wangjing",
+            "match": {"category": "utilities.heating"},
+            "matchers": ["channel != grid", 'street !~ "wang.*"', "district =~ chao.*"],
+            "lead": "district_government",
+        },
+    )
+    (target / "routes.yaml").write_text(yaml.safe_dump(routes, allow_unicode=True))
+    pack = load_pack(target)
+
+    def lead(**kwargs) -> str:  # type: ignore[no-untyped-def]
+        outcome = domain.decide(request("暖气不热", **kwargs), pack, keywords)
+        assert isinstance(outcome, domain.Decision)
+        return outcome.lead
+
+    assert lead(address="团结湖") == "district_government"
+    assert lead(address="望京") == "housing_bureau"  # street matches wang.*
+    assert lead(grid="G-CY-0012", channel=Channel.GRID) == "housing_bureau"  # channel is grid
+
+
+def test_nyc_points_fall_in_their_borough() -> None:
+    nyc = load_pack(DEFAULT_CITIES_DIR / "nyc")
+    for lat, long, borough in [
+        (40.7580, -73.9855, "manhattan"),  # Times Square
+        (40.6782, -73.9442, "brooklyn"),
+        (40.7282, -73.7949, "queens"),
+        (40.8448, -73.8648, "bronx"),
+        (40.5795, -74.1502, "staten-island"),
+    ]:
+        area = nyc.jurisdictions.by_point(lat, long)
+        assert area is not None, (lat, long)
+        assert area.id == borough
