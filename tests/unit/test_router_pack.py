@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from shared.citypack import PackError, load_pack
-from shared.settings import DEFAULT_CITIES_DIR
+from shared.settings import DEFAULT_CITIES_DIR, REPO_ROOT
 
 
 @pytest.fixture
@@ -198,3 +201,33 @@ def test_broken_json_names_the_line(pack_dir: Path) -> None:
     )
     with pytest.raises(PackError, match=r"jurisdictions.geojson line 3: not valid JSON"):
         load_pack(pack_dir)
+
+
+def test_the_router_refuses_to_start_on_a_bad_pack_with_one_line(pack_dir: Path) -> None:
+    edit_routes(
+        pack_dir,
+        lambda d: d["routes"].insert(
+            0, {"id": "x", "match": {"district": "haidian"}, "lead": "water_bureau"}
+        ),
+    )
+    env = {
+        **os.environ,
+        "CIVIC_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+        "CIVIC_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none",
+        "CIVIC_CITY": pack_dir.name,
+        "CIVIC_CITIES_DIR": str(pack_dir.parent),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services.router"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    line = line_of(pack_dir / "routes.yaml", "district: haidian")
+    assert done.stderr.strip() == (
+        f"bad city pack: {pack_dir / 'routes.yaml'} line {line}: unknown district 'haidian' "
+        "(not in jurisdictions.geojson)"
+    )
