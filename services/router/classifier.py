@@ -167,7 +167,7 @@ class TfidfLinear:
         ranked = [(str(classes[i]), float(probabilities[i])) for i in order[:5]]
         return Prediction(ranked, self._top_features(row, int(order[0])))
 
-    def _top_features(self, row, class_index: int) -> list[str]:  # type: ignore[no-untyped-def]
+    def _top_features(self, row: sparse.csr_matrix, class_index: int) -> list[str]:
         # For a linear model, a feature's push toward a class is value x weight.
         coef = self.model.coef_
         weights = coef[class_index] if coef.shape[0] > 1 else coef[0]

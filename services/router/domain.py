@@ -18,11 +18,13 @@ from zoneinfo import ZoneInfo
 
 from services.router.classifier import Classifier, Prediction
 from shared.citypack import CityPack
-from shared.citypack.routes import Route
+from shared.citypack.jurisdictions import Place
+from shared.citypack.routes import LABELS, Route
 from shared.citypack.taxonomy import Category
 from shared.events import CitizenRequest, Jurisdiction, Urgency
 
 Method = Literal["trusted", "model", "rule", "manual"]
+TriageKind = Literal["low_confidence", "no_route", "returns", "all_excluded"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class Decision:
 @dataclass(frozen=True)
 class Triage:
     reason: str
-    kind: Literal["low_confidence", "no_route", "returns", "all_excluded"]
+    kind: TriageKind
     category: str | None
     confidence: float
     candidates: list[str]
@@ -127,12 +129,11 @@ def locate(request: CitizenRequest, pack: CityPack) -> tuple[Jurisdiction, str]:
     )
 
 
-def _jurisdiction(place, method: str, grid_id: str | None = None) -> Jurisdiction:  # type: ignore[no-untyped-def]
+def _jurisdiction(
+    place: Place, method: Literal["grid", "point", "address"], grid_id: str | None = None
+) -> Jurisdiction:
     return Jurisdiction(
-        district=place.district,
-        street=place.street,
-        grid_id=place.grid or grid_id,
-        method=method,  # type: ignore[arg-type]
+        district=place.district, street=place.street, grid_id=place.grid or grid_id, method=method
     )
 
 
@@ -220,8 +221,8 @@ def context_for(
 
 def _matches(route: Route, ctx: Context) -> bool:
     m = route.match
-    for label in ("category", "channel", "district", "street", "grid"):
-        wanted = m.values(label)  # type: ignore[arg-type]
+    for label in LABELS:
+        wanted = m.values(label)
         if wanted and ctx.labels[label] not in wanted:
             return False
     if m.keywords and not any(k.casefold() in ctx.text for k in m.keywords):
@@ -307,7 +308,7 @@ def decide(
     hits = route_hits(pack.routes.routes, ctx)
     leads = [h for h in hits if h.lead]
 
-    def triage(kind, reason: str, confidence: float) -> Triage:  # type: ignore[no-untyped-def]
+    def triage(kind: TriageKind, reason: str, confidence: float) -> Triage:
         return Triage(
             reason=reason,
             kind=kind,

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.citypack.departments import Department, DepartmentsFile
 from shared.citypack.jurisdictions import JurisdictionError, Jurisdictions, load_jurisdictions
-from shared.citypack.routes import Route, RoutesFile
+from shared.citypack.routes import PLACE_LABELS, Route, RoutesFile
 from shared.citypack.sla import SlaFile, SlaPolicy
 from shared.citypack.taxonomy import Category, TaxonomyFile
 from shared.events import Urgency
@@ -245,8 +245,8 @@ class _RouteChecker:
         return allowed
 
     def _check_places(self, route: Route, loc: tuple[Any, ...]) -> None:
-        for level in ("district", "street", "grid"):
-            for name in route.match.values(level):  # type: ignore[arg-type]
+        for level in PLACE_LABELS:
+            for name in route.match.values(level):
                 if name not in self.places[level]:
                     raise self.doc.error(
                         (*loc, "match", level),
@@ -257,8 +257,8 @@ class _RouteChecker:
 def _conditions(route: Route) -> set[tuple[str, str]]:
     """A route's conditions other than category, as comparable items."""
     items: set[tuple[str, str]] = set()
-    for label in ("channel", "district", "street", "grid"):
-        values = route.match.values(label)  # type: ignore[arg-type]
+    for label in ("channel", *PLACE_LABELS):
+        values = route.match.values(label)
         if values:
             items.add((label, "|".join(sorted(values))))
     if route.match.keywords:

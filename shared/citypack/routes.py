@@ -20,8 +20,9 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from shared.citypack.common import Ident, Strict
 from shared.events import Channel, Urgency
 
-LABELS = ("category", "channel", "district", "street", "grid")
 Label = Literal["category", "channel", "district", "street", "grid"]
+LABELS: tuple[Label, ...] = ("category", "channel", "district", "street", "grid")
+PLACE_LABELS: tuple[Label, ...] = ("district", "street", "grid")
 _MATCHER = re.compile(r'^\s*(category|channel|district|street|grid)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
 _TIME_RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
@@ -42,13 +43,14 @@ class Matcher:
                 f"bad matcher {text!r}: expected '<label> <op> <value>' with label one of "
                 f"{', '.join(LABELS)} and op one of = != =~ !~"
             )
-        label, op, value = found.groups()
+        label: Label = found.group(1)  # type: ignore[assignment]  # the regex allows only labels
+        op, value = found.group(2), found.group(3)
         if op in ("=~", "!~"):
             try:
                 re.compile(value)
             except re.error as error:
                 raise ValueError(f"bad regular expression in matcher {text!r}: {error}") from None
-        return cls(label, op, value)  # type: ignore[arg-type]
+        return cls(label, op, value)
 
     def holds(self, actual: str | None) -> bool:
         value = actual or ""
