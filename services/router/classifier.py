@@ -111,6 +111,7 @@ class TfidfLinear:
         matrix = self.features.fit_transform(texts)
         self.model.fit(matrix, labels, sample_weight=weights)
         self.names = self.features.get_feature_names_out()
+        self._prepare()
         return self
 
     def vectorize(self, text: str) -> sparse.csr_matrix:
@@ -120,8 +121,6 @@ class TfidfLinear:
         single text; the fitted analyzers, vocabularies and idf weights give the
         same row in a fraction of it (a unit test holds the two equal).
         """
-        if not hasattr(self, "_fast"):
-            self._prepare()
         columns: list[int] = []
         values: list[float] = []
         for analyze, vocabulary, idf, offset in self._fast:
@@ -156,8 +155,12 @@ class TfidfLinear:
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
-        state.pop("_fast", None)  # rebuilt after loading
+        state.pop("_fast", None)  # analyzers are rebuilt after loading
         return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._prepare()
 
     def predict(self, text: str) -> Prediction:
         row = self.vectorize(text)
