@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
 import asyncpg
 
-from services.router.domain import Decision
-from shared.events import CitizenRequest
+from services.router.domain import Decision, Triage, request_text
+from shared.events import CitizenRequest, Jurisdiction
+
+
+@dataclass(frozen=True)
+class CaseState:
+    request: CitizenRequest
+    attempt: int
+    excluded: frozenset[str]
 
 
 async def save_case(conn: asyncpg.Connection, request: CitizenRequest) -> bool:
@@ -20,14 +31,47 @@ async def save_case(conn: asyncpg.Connection, request: CitizenRequest) -> bool:
     return bool(inserted)
 
 
+async def lock_case(conn: asyncpg.Connection, case_id: str) -> CaseState | None:
+    row = await conn.fetchrow(
+        "SELECT request, attempt, excluded FROM cases WHERE case_id = $1 FOR UPDATE", case_id
+    )
+    if row is None:
+        return None
+    return CaseState(
+        CitizenRequest.model_validate(row["request"]), row["attempt"], frozenset(row["excluded"])
+    )
+
+
+async def update_case(
+    conn: asyncpg.Connection, case_id: str, attempt: int, excluded: frozenset[str]
+) -> None:
+    await conn.execute(
+        "UPDATE cases SET attempt = $2, excluded = $3 WHERE case_id = $1",
+        case_id,
+        attempt,
+        sorted(excluded),
+    )
+
+
 async def save_decision(
-    conn: asyncpg.Connection, case_id: str, attempt: int, decision: Decision
+    conn: asyncpg.Connection,
+    case_id: str,
+    attempt: int,
+    decision: Decision,
+    *,
+    excluded: frozenset[str] = frozenset(),
+    model_version: str | None = None,
+    decided_by: str | None = None,
+    reason: str | None = None,
 ) -> None:
     await conn.execute(
         """
         INSERT INTO decisions
-            (case_id, attempt, outcome, category, lead, cooperating, confidence, trace)
-        VALUES ($1, $2, 'dispatched', $3, $4, $5, $6, $7)""",
+            (case_id, attempt, outcome, category, lead, cooperating, confidence, trace,
+             method, route_id, urgency, sla_policy, jurisdiction, excluded, model_version,
+             decided_by, reason)
+        VALUES ($1, $2, 'dispatched', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                $15, $16)""",
         case_id,
         attempt,
         decision.category,
@@ -35,4 +79,176 @@ async def save_decision(
         decision.cooperating,
         decision.confidence,
         decision.trace,
+        decision.method,
+        decision.route_id,
+        decision.urgency.value,
+        decision.sla_policy,
+        decision.jurisdiction.model_dump(mode="json"),
+        sorted(excluded),
+        model_version,
+        decided_by,
+        reason,
     )
+
+
+async def save_triage(
+    conn: asyncpg.Connection,
+    case_id: str,
+    attempt: int,
+    triage: Triage,
+    *,
+    excluded: frozenset[str] = frozenset(),
+    model_version: str | None = None,
+) -> None:
+    """Record the decision to ask a person, and put the case in the queue."""
+    await conn.execute(
+        """
+        INSERT INTO decisions
+            (case_id, attempt, outcome, category, confidence, trace, method, jurisdiction,
+             excluded, model_version, reason)
+        VALUES ($1, $2, 'triage', $3, $4, $5, 'model', $6, $7, $8, $9)""",
+        case_id,
+        attempt,
+        triage.category,
+        triage.confidence,
+        triage.trace,
+        triage.jurisdiction.model_dump(mode="json"),
+        sorted(excluded),
+        model_version,
+        triage.reason,
+    )
+    await conn.execute(
+        """
+        INSERT INTO triage
+            (case_id, attempt, kind, reason, category, confidence, candidates, jurisdiction)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (case_id) DO UPDATE SET
+            attempt = EXCLUDED.attempt, kind = EXCLUDED.kind, reason = EXCLUDED.reason,
+            category = EXCLUDED.category, confidence = EXCLUDED.confidence,
+            candidates = EXCLUDED.candidates, jurisdiction = EXCLUDED.jurisdiction,
+            queued_at = now(), resolved_at = NULL, resolved_by = NULL""",
+        case_id,
+        attempt,
+        triage.kind,
+        triage.reason,
+        triage.category,
+        triage.confidence,
+        triage.candidates,
+        triage.jurisdiction.model_dump(mode="json"),
+    )
+
+
+@dataclass(frozen=True)
+class Waiting:
+    case_id: str
+    attempt: int
+    kind: str
+    reason: str
+    category: str | None
+    confidence: float
+    candidates: list[str]
+    jurisdiction: Jurisdiction
+    queued_at: datetime
+    request: CitizenRequest
+
+
+def _waiting(row: asyncpg.Record) -> Waiting:
+    return Waiting(
+        case_id=row["case_id"],
+        attempt=row["attempt"],
+        kind=row["kind"],
+        reason=row["reason"],
+        category=row["category"],
+        confidence=row["confidence"],
+        candidates=list(row["candidates"]),
+        jurisdiction=Jurisdiction.model_validate(row["jurisdiction"]),
+        queued_at=row["queued_at"],
+        request=CitizenRequest.model_validate(row["request"]),
+    )
+
+
+_WAITING = """
+    SELECT t.case_id, t.attempt, t.kind, t.reason, t.category, t.confidence, t.candidates,
+           t.jurisdiction, t.queued_at, c.request
+    FROM triage t JOIN cases c USING (case_id)
+    WHERE t.resolved_at IS NULL"""
+
+
+async def list_triage(conn: asyncpg.Connection, limit: int, offset: int) -> list[Waiting]:
+    rows = await conn.fetch(
+        _WAITING + " ORDER BY t.queued_at, t.case_id LIMIT $1 OFFSET $2", limit, offset
+    )
+    return [_waiting(row) for row in rows]
+
+
+async def count_triage(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM triage WHERE resolved_at IS NULL"))
+
+
+async def lock_waiting(conn: asyncpg.Connection, case_id: str) -> Waiting | None:
+    row = await conn.fetchrow(_WAITING + " AND t.case_id = $1 FOR UPDATE OF t", case_id)
+    return _waiting(row) if row is not None else None
+
+
+async def case_known(conn: asyncpg.Connection, case_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM cases WHERE case_id = $1", case_id))
+
+
+async def resolve_triage(conn: asyncpg.Connection, case_id: str, operator: str) -> None:
+    await conn.execute(
+        "UPDATE triage SET resolved_at = now(), resolved_by = $2 WHERE case_id = $1",
+        case_id,
+        operator,
+    )
+
+
+async def save_example(
+    conn: asyncpg.Connection,
+    request: CitizenRequest,
+    category: str,
+    lead: str,
+    operator: str,
+    reason: str,
+) -> None:
+    where = request.location
+    await conn.execute(
+        """
+        INSERT INTO labelled_examples
+            (case_id, text, category, expected_lead, channel, address, lat, long, grid_id,
+             operator, reason)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+        request.case_id,
+        request_text(request),
+        category,
+        lead,
+        request.channel.value,
+        where.address_text,
+        where.lat,
+        where.long,
+        where.grid_id,
+        operator,
+        reason,
+    )
+
+
+async def examples(conn: asyncpg.Connection, since: datetime | None = None) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """
+        SELECT text, category, expected_lead, channel, address, lat, long, grid_id
+        FROM labelled_examples WHERE $1::timestamptz IS NULL OR recorded_at >= $1
+        ORDER BY id""",
+        since,
+    )
+    return [dict(row) for row in rows]
+
+
+async def decisions_of(conn: asyncpg.Connection, case_id: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """
+        SELECT attempt, outcome, method, category, lead, cooperating, confidence, route_id,
+               urgency, sla_policy, jurisdiction, excluded, model_version, decided_by, reason,
+               trace, decided_at
+        FROM decisions WHERE case_id = $1 ORDER BY id""",
+        case_id,
+    )
+    return [dict(row) for row in rows]

@@ -13,7 +13,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from shared.citypack.departments import Department, DepartmentsFile
-from shared.citypack.routes import RoutesFile
+from shared.citypack.jurisdictions import JurisdictionError, Jurisdictions, load_jurisdictions
+from shared.citypack.routes import PLACE_LABELS, Route, RoutesFile
 from shared.citypack.sla import SlaFile, SlaPolicy
 from shared.citypack.taxonomy import Category, TaxonomyFile
 from shared.events import Urgency
@@ -93,6 +94,12 @@ class CityPack:
     categories: dict[str, Category]
     routes: RoutesFile
     sla: SlaFile
+    jurisdictions: Jurisdictions = field(default_factory=Jurisdictions)
+
+    @property
+    def examples_dir(self) -> Path:
+        """Labelled examples: ``*.csv`` files; those named ``holdout*`` are never trained on."""
+        return self.directory / "examples"
 
     def category(self, category_id: str) -> Category:
         return self.categories[category_id]
@@ -108,13 +115,18 @@ def load_pack(directory: Path) -> CityPack:
         raise PackError(f"{directory}: no such city pack directory")
     departments = _load_departments(directory)
     categories = _load_taxonomy(directory)
+    try:
+        jurisdictions = load_jurisdictions(directory / "jurisdictions.geojson")
+    except JurisdictionError as error:
+        raise PackError(str(error)) from None
     return CityPack(
         name=directory.name,
         directory=directory,
         departments=departments,
         categories=categories,
-        routes=_load_routes(directory, departments, categories),
+        routes=_load_routes(directory, departments, categories, jurisdictions),
         sla=_load_sla(directory, categories),
+        jurisdictions=jurisdictions,
     )
 
 
@@ -145,25 +157,124 @@ def _load_taxonomy(directory: Path) -> dict[str, Category]:
 
 
 def _load_routes(
-    directory: Path, departments: dict[str, Department], categories: dict[str, Category]
+    directory: Path,
+    departments: dict[str, Department],
+    categories: dict[str, Category],
+    jurisdictions: Jurisdictions,
 ) -> RoutesFile:
     doc = read_yaml(directory / "routes.yaml")
     routes = parse(doc, RoutesFile)
     _check_departments(
         doc, ("fallback",), routes.fallback.lead, routes.fallback.cooperating, departments
     )
-    seen: set[str] = set()
-    for index, route in enumerate(routes.routes):
-        loc = ("routes", index)
-        if route.id in seen:
-            raise doc.error((*loc, "id"), f"route id {route.id!r} repeats")
-        seen.add(route.id)
-        _check_departments(doc, loc, route.lead, route.cooperating, departments)
-        if route.match.category is not None and route.match.category not in categories:
-            raise doc.error(
-                (*loc, "match", "category"), f"unknown category {route.match.category!r}"
-            )
+    checker = _RouteChecker(doc, departments, categories, jurisdictions)
+    checker.check_level(routes.routes, (), set(categories), None, None)
     return routes
+
+
+class _RouteChecker:
+    """Names, departments and reachability of every route, with the line of any problem."""
+
+    def __init__(
+        self,
+        doc: YamlDoc,
+        departments: dict[str, Department],
+        categories: dict[str, Category],
+        jurisdictions: Jurisdictions,
+    ) -> None:
+        self.doc = doc
+        self.departments = departments
+        self.categories = categories
+        self.places = {
+            level: {a.id for a in jurisdictions.of_level(level)}
+            for level in ("district", "street", "grid")
+        }
+        self.seen: set[str] = set()
+
+    def check_level(
+        self,
+        routes: list[Route],
+        prefix: tuple[Any, ...],
+        reachable: set[str],
+        lead: str | None,
+        cooperating: list[str] | None,
+    ) -> None:
+        earlier: list[tuple[Route, set[str]]] = []
+        for index, route in enumerate(routes):
+            loc = (*prefix, "routes", index)
+            if route.id in self.seen:
+                raise self.doc.error((*loc, "id"), f"route id {route.id!r} repeats")
+            self.seen.add(route.id)
+            own = self._categories(route, loc, reachable)
+            if not own:
+                raise self.doc.error(
+                    loc, f"route {route.id!r} is unreachable: no category can match it here"
+                )
+            for other, other_categories in earlier:
+                if not other.continue_ and _shadows(other, other_categories, route, own):
+                    raise self.doc.error(
+                        loc,
+                        f"route {route.id!r} is unreachable: route {other.id!r} before it "
+                        "matches everything it matches",
+                    )
+            earlier.append((route, own))
+            route_lead = route.lead or lead
+            route_cooperating = route.cooperating if route.cooperating is not None else cooperating
+            if route_lead is None and not route.continue_:
+                raise self.doc.error(
+                    loc, f"route {route.id!r} needs a lead (its own or a parent's) or continue"
+                )
+            if route_lead is not None:
+                _check_departments(
+                    self.doc, loc, route_lead, route_cooperating or [], self.departments
+                )
+            self._check_places(route, loc)
+            below = {route.category} if route.category is not None else own
+            self.check_level(route.routes, loc, below, route_lead, route_cooperating)
+
+    def _categories(self, route: Route, loc: tuple[Any, ...], reachable: set[str]) -> set[str]:
+        if route.category is not None and route.category not in self.categories:
+            raise self.doc.error((*loc, "category"), f"unknown category {route.category!r}")
+        wanted = route.match.values("category")
+        for name in wanted:
+            if name not in self.categories:
+                raise self.doc.error((*loc, "match", "category"), f"unknown category {name!r}")
+        allowed = reachable & set(wanted) if wanted else set(reachable)
+        for matcher in route.parsed_matchers:
+            if matcher.label == "category":
+                allowed = {c for c in allowed if matcher.holds(c)}
+        return allowed
+
+    def _check_places(self, route: Route, loc: tuple[Any, ...]) -> None:
+        for level in PLACE_LABELS:
+            for name in route.match.values(level):
+                if name not in self.places[level]:
+                    raise self.doc.error(
+                        (*loc, "match", level),
+                        f"unknown {level} {name!r} (not in jurisdictions.geojson)",
+                    )
+
+
+def _conditions(route: Route) -> set[tuple[str, str]]:
+    """A route's conditions other than category, as comparable items."""
+    items: set[tuple[str, str]] = set()
+    for label in ("channel", *PLACE_LABELS):
+        values = route.match.values(label)
+        if values:
+            items.add((label, "|".join(sorted(values))))
+    if route.match.keywords:
+        items.add(("keywords", "|".join(sorted(route.match.keywords))))
+    if route.match.time:
+        items.add(("time", "|".join(sorted(route.match.time))))
+    items.update(("matcher", str(m)) for m in route.parsed_matchers if m.label != "category")
+    return items
+
+
+def _shadows(
+    first: Route, first_categories: set[str], later: Route, later_categories: set[str]
+) -> bool:
+    """True when ``first`` matches every request ``later`` would: later can never be chosen."""
+    return later_categories <= first_categories and _conditions(first) <= _conditions(later)
 
 
 def _load_sla(directory: Path, categories: dict[str, Category]) -> SlaFile:
