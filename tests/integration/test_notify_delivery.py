@@ -59,7 +59,9 @@ async def test_flapping_endpoint_retries_same_webhook_id_in_case_order_exactly_o
                 assert order[case_id] == [e.id for e in events]
             assert set(server.successes.values()) == {1}  # every webhook-id accepted once
             for hit in server.of("water_bureau"):
-                assert server.tries[hit.webhook_id] == 3  # 500, 500, then success — same id each time
+                assert (
+                    server.tries[hit.webhook_id] == 3
+                )  # 500, 500, then success — same id each time
             rows = await notify.rows()
             assert {r["status"] for r in rows} == {"delivered"}
             assert {r["attempts"] for r in rows} == {3}
