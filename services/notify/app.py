@@ -50,6 +50,9 @@ class NotifySettings(CommonSettings):
     delivery_batch: int = Field(default=200, ge=1, le=10_000)
     delivery_poll_seconds: float = Field(default=0.2, gt=0)
     stats_interval_seconds: float = Field(default=5.0, gt=0)
+    delivery_lease_slack_seconds: float = Field(
+        default=10.0, gt=0, description="Lease beyond the longest timeout; a crash delays by it"
+    )
 
     @field_validator("retry_schedule_seconds")
     @classmethod
@@ -74,6 +77,7 @@ class NotifySettings(CommonSettings):
             poll_seconds=self.delivery_poll_seconds,
             url_template=self.webhook_url_template,
             gateway_url=self.notice_gateway_url,
+            lease_slack_seconds=self.delivery_lease_slack_seconds,
         )
 
 
