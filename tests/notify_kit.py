@@ -396,3 +396,22 @@ def new_case_id() -> str:
 
 def seconds(value: timedelta) -> float:
     return value.total_seconds()
+
+
+@contextlib.asynccontextmanager
+async def notify_serving(
+    database_url: str,
+    pack_dir: Path,
+    secrets: dict[str, list[str]] | None = None,
+    *,
+    scripts: dict[str, Script] | None = None,
+    **options: Any,
+) -> AsyncIterator[tuple[Harness, HookServer]]:
+    """A started HookServer and notify in-process delivering to it; both stopped after."""
+    server = HookServer(secrets or pack_secrets(pack_dir), scripts=dict(scripts or {}))
+    await server.start()
+    try:
+        async with notify_harness(database_url, pack_dir, server, **options) as notify:
+            yield notify, server
+    finally:
+        await server.stop()

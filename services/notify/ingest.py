@@ -21,6 +21,7 @@ from shared.events import (
     CloudEvent,
     EventType,
     InvalidEvent,
+    Urgency,
 )
 from shared.kafka import Inbound
 from shared.metrics import Metrics
@@ -110,7 +111,7 @@ class Ingest:
         event: CloudEvent,
         payload: object,
         case_id: str,
-        urgency: object,
+        urgency: Urgency | None,
         now: datetime,
     ) -> list[store.NewDelivery]:
         settings = self.config.file.notices
@@ -130,7 +131,7 @@ class Ingest:
             if names is not None
             else department or ""
         )
-        emergency = notices.is_emergency(payload, urgency)  # type: ignore[arg-type]
+        emergency = notices.is_emergency(payload, urgency)
         out = []
         for kind in kinds:
             due = now + (settings.feedback_delay if kind == "feedback" else timedelta(0))

@@ -100,7 +100,7 @@ def released_at(moment: datetime, quiet: QuietHours | None, zone: Any, emergency
     if quiet is None or emergency:
         return moment
     local = moment.astimezone(zone)
-    if not quiet.contains(local.timetz().replace(tzinfo=None)):
+    if not quiet.contains(local.time()):
         return moment
     end = datetime.combine(local.date(), quiet.end, tzinfo=zone)
     if end <= local:

@@ -22,8 +22,7 @@ from tests.notify_kit import (
     case_action,
     dispatched,
     new_case_id,
-    notify_harness,
-    pack_secrets,
+    notify_serving,
 )
 
 OPS_KEY = "ck_ops_test_key"
@@ -45,9 +44,8 @@ async def ops_api(
             }
         )
     )
-    server = HookServer(pack_secrets(city_pack), scripts={"water_bureau": always(410)})
-    await server.start()
-    async with notify_harness(database_url, city_pack, server) as notify:
+    scripts = {"water_bureau": always(410)}
+    async with notify_serving(database_url, city_pack, scripts=scripts) as (notify, server):
         app = FastAPI()
         departments = set(load_pack(city_pack).departments)
         app.include_router(
@@ -56,7 +54,6 @@ async def ops_api(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://notify") as client:
             yield client, notify, server
-    await server.stop()
 
 
 def ops(key: str = OPS_KEY) -> dict[str, str]:

@@ -27,6 +27,7 @@ from tests.notify_kit import (
     slow,
     write_notify_yaml,
 )
+from tests.system.conftest import stack_env
 
 pytestmark = [pytest.mark.system]
 
@@ -63,23 +64,17 @@ async def notify_alone(
         scripts={"water_bureau": slow(0.15), "housing_bureau": fail_first(1)},
     )
     await server.start()
-    services = ServiceSet(
-        tmp_path / "logs",
-        {
-            "CIVIC_KAFKA_BOOTSTRAP": infra.bootstrap,
-            "CIVIC_DATABASE_URL": database_url,
-            "CIVIC_CITY": city_pack.name,
-            "CIVIC_CITIES_DIR": str(city_pack.parent),
-            "CIVIC_TOPIC_NAMESPACE": topics.namespace,
-            "CIVIC_KAFKA_PARTITIONS": "3",
-            "CIVIC_KAFKA_IDEMPOTENCE": str(infra.idempotent).lower(),
-            "CIVIC_SECRETS_FILE": str(tmp_path / "secrets.yaml"),
-            "CIVIC_WEBHOOK_URL_TEMPLATE": server.hook_template,
-            "CIVIC_RETRY_SCHEDULE_SECONDS": "[0.2, 0.5, 1]",
-            "CIVIC_DELIVERY_LEASE_SLACK_SECONDS": "1",
-            "CIVIC_DB_POOL_SIZE": "4",
-        },
+    env = stack_env(
+        infra,
+        database_url,
+        topics,
+        city_pack,
+        secrets_file=tmp_path / "secrets.yaml",
+        hooks=server.hook_template,
     )
+    env["CIVIC_RETRY_SCHEDULE_SECONDS"] = "[0.2, 0.5, 1]"
+    env["CIVIC_DELIVERY_LEASE_SLACK_SECONDS"] = "1"
+    services = ServiceSet(tmp_path / "logs", env)
     services.start("notify")
     try:
         yield services, server
