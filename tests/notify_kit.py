@@ -367,7 +367,6 @@ async def notify_harness(
     base = delivery or fast_policy()
     settings = DeliverySettings(
         policy=base.policy,
-        batch=base.batch,
         poll_seconds=base.poll_seconds,
         url_template=server.hook_template,
         gateway_url=server.gateway_url,
@@ -386,7 +385,7 @@ async def notify_harness(
         if harness.task is not None:
             await harness.task
         else:
-            await deliverer.client.aclose()
+            await deliverer.drain()
         await pool.close()
 
 

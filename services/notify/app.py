@@ -47,7 +47,6 @@ class NotifySettings(CommonSettings):
     )
     retry_jitter: float = Field(default=RETRY_JITTER, ge=0, lt=1)
     retry_horizon_seconds: float = Field(default=RETRY_HORIZON, gt=0)
-    delivery_batch: int = Field(default=200, ge=1, le=10_000)
     delivery_poll_seconds: float = Field(default=0.2, gt=0)
     stats_interval_seconds: float = Field(default=5.0, gt=0)
     delivery_lease_slack_seconds: float = Field(
@@ -73,7 +72,6 @@ class NotifySettings(CommonSettings):
             policy=RetryPolicy(
                 tuple(self.retry_schedule_seconds), self.retry_horizon_seconds, self.retry_jitter
             ),
-            batch=self.delivery_batch,
             poll_seconds=self.delivery_poll_seconds,
             url_template=self.webhook_url_template,
             gateway_url=self.notice_gateway_url,

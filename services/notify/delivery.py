@@ -10,6 +10,7 @@ so one slow or dead department does not hold back the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -43,7 +44,6 @@ MAX_ERROR_CHARS = 500
 @dataclass(frozen=True)
 class DeliverySettings:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
-    batch: int = 200
     poll_seconds: float = 0.2
     url_template: str | None = None  # overrides every department's URL (local runs, tests)
     gateway_url: str | None = None
@@ -69,11 +69,13 @@ class Deliverer:
         self.breakers: dict[str, Breaker] = {}
         self.in_flight: dict[int, str] = {}
         self.busy: Counter[str] = Counter()
+        # Endpoints with pending deliveries that the pack does not name (it changed since):
+        # learnt from the queue, so their deliveries still go or die, never sit forever.
+        self.queued_elsewhere: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        # Connections are bounded per endpoint by our own limits, not by the pool.
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        )
+        # One connection pool per endpoint, sized to its concurrency: a pool scans all its
+        # connections on every request, and one endpoint's sockets never starve another's.
+        self.clients: dict[str, httpx.AsyncClient] = {}
         self.outcomes = metrics.counter(
             "deliveries_total",
             "Deliveries by outcome: delivered, retry (an attempt failed, another is due), dead",
@@ -118,8 +120,8 @@ class Deliverer:
         return found
 
     def slots(self, now: float) -> dict[str, int]:
-        """Free attempt slots per endpoint; endpoints not named get the default concurrency."""
-        names = set(self.config.endpoints) | set(self.breakers) | set(self.busy)
+        """Free attempt slots per endpoint: the pack's, and any other the queue holds."""
+        names = set(self.config.endpoints) | self.queued_elsewhere | set(self.busy)
         return {
             name: self.breaker(name).slots(
                 now, self.config.endpoint(name).concurrency, self.busy[name]
@@ -135,6 +137,8 @@ class Deliverer:
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
+            with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                await self.refresh_gauges()  # learns endpoints the queue holds beyond the pack
             while not stop.is_set():
                 leased = 0
                 try:
@@ -153,12 +157,7 @@ class Deliverer:
         slots = self.slots(time.monotonic())
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await store.lease_due(
-                conn,
-                slots=slots,
-                default_slots=self.config.default.concurrency,
-                in_flight=list(self.in_flight),
-                limit=self.settings.batch,
-                lease=self.lease,
+                conn, slots=slots, in_flight=list(self.in_flight), lease=self.lease
             )
         for row in rows:
             self.in_flight[row["id"]] = row["department"]
@@ -174,7 +173,8 @@ class Deliverer:
             _, pending = await asyncio.wait(set(self.tasks), timeout=self.config.max_timeout + 2)
             for task in pending:
                 task.cancel()  # its lease runs out and the delivery comes due again
-        await self.client.aclose()
+        for client in self.clients.values():
+            await client.aclose()
 
     async def _deliver(self, row: asyncpg.Record) -> None:
         name = row["department"]
@@ -278,6 +278,15 @@ class Deliverer:
 
     # --- one HTTP attempt -------------------------------------------------------------
 
+    def client(self, endpoint: Endpoint) -> httpx.AsyncClient:
+        found = self.clients.get(endpoint.name)
+        if found is None:
+            size = endpoint.concurrency + 1  # + the endpoint test
+            found = self.clients[endpoint.name] = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            )
+        return found
+
     def url_for(self, row_kind: str, endpoint: Endpoint) -> str | None:
         if row_kind == "notice":
             return self.settings.gateway_url
@@ -318,7 +327,7 @@ class Deliverer:
         try:
             # asyncio.timeout bounds the whole exchange; httpx's only bound each phase.
             async with asyncio.timeout(endpoint.timeout):
-                response = await self.client.post(
+                response = await self.client(endpoint).post(
                     url, content=body, headers=headers, timeout=endpoint.timeout
                 )
         except (TimeoutError, httpx.TimeoutException):
@@ -369,10 +378,10 @@ class Deliverer:
         async with self.pool.acquire() as conn:
             rows = await store.pending_by_department(conn)
         depth, age = self.depth, self.age
-        seen = set()
+        seen = {row["department"] for row in rows}
+        self.queued_elsewhere = seen - set(self.config.endpoints)
         for row in rows:
             name = row["department"]
-            seen.add(name)
             depth.labels(name).set(row["pending"])
             oldest = row["oldest"]
             age.labels(name).set(max(0.0, (row["now"] - oldest).total_seconds()) if oldest else 0.0)

@@ -119,42 +119,39 @@ async def lease_due(
     conn: asyncpg.Connection,
     *,
     slots: Mapping[str, int],
-    default_slots: int,
     in_flight: Sequence[int],
-    limit: int,
     lease: timedelta,
 ) -> list[asyncpg.Record]:
-    """Take due deliveries, at most ``slots[department]`` per endpoint.
+    """Take due deliveries, at most ``slots[endpoint]`` for each endpoint named.
 
-    Only the oldest pending delivery of each (case, endpoint) is a candidate, so
-    a case's event n+1 never overtakes event n. The lease (next_attempt_at pushed
-    forward) is committed before sending: replicas never send the same delivery
-    at once, and a crash only delays it until the lease runs out.
+    Each endpoint is read on its own (an index range), so a big backlog at one
+    cannot crowd out the others. Only the oldest pending delivery of a (case,
+    endpoint) qualifies, so a case's event n+1 never overtakes event n. The lease
+    (next_attempt_at pushed forward) is committed before sending: replicas never
+    send the same delivery at once, and a crash only delays it until the lease ends.
     """
-    names = list(slots)
+    names = [name for name, free in slots.items() if free > 0]
+    if not names:
+        return []
     return await conn.fetch(
         """
-        WITH heads AS (
-            SELECT DISTINCT ON (case_id, department) id, department, next_attempt_at
-            FROM deliveries
-            WHERE status = 'pending'
-            ORDER BY case_id, department, id
-        ), ranked AS (
-            SELECT h.id, COALESCE(s.slots, $3) AS slots,
-                   row_number() OVER (PARTITION BY h.department
-                                      ORDER BY h.next_attempt_at, h.id) AS rank
-            FROM heads h
-            LEFT JOIN unnest($1::text[], $2::int[]) AS s (department, slots)
-                   ON s.department = h.department
-            WHERE h.next_attempt_at <= now() AND h.id <> ALL ($4::bigint[])
-        ), picked AS (
-            SELECT d.id FROM deliveries d JOIN ranked r ON r.id = d.id
-            WHERE r.rank <= r.slots AND d.status = 'pending' AND d.next_attempt_at <= now()
-            ORDER BY d.next_attempt_at, d.id
-            LIMIT $5
-            FOR UPDATE OF d SKIP LOCKED
+        WITH picked AS (
+            SELECT c.id
+            FROM unnest($1::text[], $2::int[]) AS f (department, slots)
+            CROSS JOIN LATERAL (
+                SELECT d.id FROM deliveries d
+                WHERE d.department = f.department AND d.status = 'pending'
+                  AND d.next_attempt_at <= now() AND d.id <> ALL ($3::bigint[])
+                  AND NOT EXISTS (
+                      SELECT 1 FROM deliveries e
+                      WHERE e.case_id = d.case_id AND e.department = d.department
+                        AND e.status = 'pending' AND e.id < d.id)
+                ORDER BY d.next_attempt_at, d.id
+                LIMIT f.slots
+                FOR UPDATE SKIP LOCKED
+            ) AS c
         )
-        UPDATE deliveries SET next_attempt_at = now() + $6::interval
+        UPDATE deliveries SET next_attempt_at = now() + $4::interval
         FROM picked WHERE deliveries.id = picked.id
         RETURNING deliveries.id, deliveries.webhook_id, deliveries.kind, deliveries.case_id,
                   deliveries.department, deliveries.event_id, deliveries.event_type,
@@ -162,9 +159,7 @@ async def lease_due(
                   deliveries.window_start""",
         names,
         [slots[name] for name in names],
-        default_slots,
         list(in_flight),
-        limit,
         lease,
     )
 

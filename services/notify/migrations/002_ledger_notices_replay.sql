@@ -14,7 +14,8 @@ UPDATE deliveries SET window_start = created_at, tries = attempts;
 
 CREATE INDEX deliveries_ledger ON deliveries (case_id, id);
 CREATE INDEX deliveries_by_department ON deliveries (department, id);
-CREATE INDEX deliveries_pending_age ON deliveries (department, window_start)
+-- The delivery loop reads each endpoint's due deliveries in order from this index.
+CREATE INDEX deliveries_pending_by_endpoint ON deliveries (department, next_attempt_at, id)
     WHERE status = 'pending';
 
 ALTER TABLE delivery_attempts ADD COLUMN retry_after_seconds real;
