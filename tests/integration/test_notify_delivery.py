@@ -278,3 +278,21 @@ async def test_rotation_signs_with_every_current_secret(database_url: str, city_
         (housing,) = server.of("housing_bureau")
         assert water.valid_signatures == 2  # a receiver on either secret accepts it
         assert housing.valid_signatures == 1
+
+
+async def test_a_department_the_pack_no_longer_names_is_not_left_pending_forever(
+    database_url: str, city_pack: Path
+) -> None:
+    async with notify_serving(
+        database_url, city_pack, delivery=fast_policy((0.2,), horizon=1.0), run=False
+    ) as (notify, _):
+        async with notify.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO deliveries (webhook_id, case_id, department, event_id, event_type,"
+                " body) VALUES ('msg_old', 'CR1', 'retired_bureau', 'e1', 'x', '{}')"
+            )
+        notify.task = asyncio.create_task(notify.deliverer.run(notify.stop))
+        await eventually(notify.settled, timeout=30)
+        (row,) = await notify.rows()
+        assert (row["status"], row["dead_reason"]) == ("dead", "horizon")
+        assert row["last_error"] == "no secret configured"
