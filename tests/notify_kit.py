@@ -9,7 +9,6 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from services.notify.ingest import Ingest
 from shared.citypack import load_pack
 from shared.db import claim_new_events, connect_pool, migrate
 from shared.events import (
+    PAYLOADS,
     CaseDispatched,
     CitizenRequest,
     CloudEvent,
@@ -264,8 +264,6 @@ def dispatched(
 
 def case_action(event_type: EventType, case_id: str, department: str, **extra: Any) -> CloudEvent:
     """Any department action event: signed, progressed, resolved (needs reply=…), …"""
-    from shared.events import PAYLOADS
-
     model = PAYLOADS[event_type]
     data = model.model_validate(
         {"case_id": case_id, "department": department, "at": utcnow(), **extra}
@@ -391,10 +389,6 @@ async def notify_harness(
 
 def new_case_id() -> str:
     return f"CR{uuid.uuid4().hex[:10].upper()}"
-
-
-def seconds(value: timedelta) -> float:
-    return value.total_seconds()
 
 
 @contextlib.asynccontextmanager
