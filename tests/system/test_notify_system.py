@@ -113,9 +113,15 @@ async def test_sigkill_mid_delivery_loses_nothing_and_keeps_case_order(
                 await asyncio.sleep(0.3)
 
         streaming = asyncio.create_task(stream())
-        await eventually(lambda: len(server.received) >= 40, timeout=60, message="first wave")
-        in_flight_at_kill = sum(server.in_flight.values())
+        # Kill while the slow endpoint is in the middle of answering notify.
+        await eventually(
+            lambda: len(server.received) >= 40 and server.in_flight["water_bureau"] > 0,
+            timeout=60,
+            interval=0.01,
+            message="first wave, a delivery in flight",
+        )
         services.kill("notify")
+        in_flight_at_kill = sum(server.in_flight.values())
         await asyncio.sleep(1)
         services.start("notify")
         await streaming
@@ -147,6 +153,7 @@ async def test_sigkill_mid_delivery_loses_nothing_and_keeps_case_order(
     finally:
         await conn.close()
     assert {r["status"]: r["n"] for r in statuses} == {"delivered": len(expected)}
+    assert in_flight_at_kill >= 1
     repeats = sum(count - 1 for count in server.successes.values())
     print(
         f"\n[figure] crash test: {len(expected)} webhook-ids, all delivered in case order; "
