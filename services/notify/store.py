@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
+
+from services.notify.domain import Attempt
+from services.notify.notices import Contact
+from shared.events import Urgency
+
+STATUSES = ("pending", "delivered", "dead")
+LEDGER_COLUMNS = """id, webhook_id, kind, case_id, department, event_id, event_type, status,
+    attempts, tries, next_attempt_at, window_start, last_status_code, last_error, dead_reason,
+    replays, created_at, finished_at"""
 
 
 @dataclass(frozen=True)
@@ -16,131 +26,276 @@ class NewDelivery:
     event_id: str
     event_type: str
     body: bytes
+    kind: str = "webhook"
+    not_before: datetime | None = None  # None: now
+
+
+@dataclass(frozen=True)
+class Holders:
+    lead: str | None
+    cooperating: list[str]
+    urgency: Urgency | None
 
 
 async def set_holders(
-    conn: asyncpg.Connection, case_id: str, lead: str, cooperating: list[str]
+    conn: asyncpg.Connection,
+    case_id: str,
+    lead: str,
+    cooperating: list[str],
+    urgency: Urgency,
 ) -> None:
     await conn.execute(
         """
-        INSERT INTO case_holders (case_id, lead, cooperating) VALUES ($1, $2, $3)
+        INSERT INTO case_holders (case_id, lead, cooperating, urgency) VALUES ($1, $2, $3, $4)
         ON CONFLICT (case_id) DO UPDATE
-        SET lead = EXCLUDED.lead, cooperating = EXCLUDED.cooperating, updated_at = now()""",
+        SET lead = EXCLUDED.lead, cooperating = EXCLUDED.cooperating,
+            urgency = EXCLUDED.urgency, updated_at = now()""",
         case_id,
         lead,
         cooperating,
+        urgency.value,
     )
 
 
-async def holders(conn: asyncpg.Connection, case_id: str) -> tuple[str | None, list[str]]:
+async def holders(conn: asyncpg.Connection, case_id: str) -> Holders:
     row = await conn.fetchrow(
-        "SELECT lead, cooperating FROM case_holders WHERE case_id = $1", case_id
+        "SELECT lead, cooperating, urgency FROM case_holders WHERE case_id = $1", case_id
     )
-    return (row["lead"], list(row["cooperating"])) if row else (None, [])
+    if row is None:
+        return Holders(None, [], None)
+    urgency = Urgency(row["urgency"]) if row["urgency"] else None
+    return Holders(row["lead"], list(row["cooperating"]), urgency)
 
 
-async def add_deliveries(conn: asyncpg.Connection, deliveries: list[NewDelivery]) -> None:
+async def save_contact(conn: asyncpg.Connection, case_id: str, contact: Contact) -> None:
+    """Remember how to reach the citizen; a later event without a field keeps the earlier one."""
+    await conn.execute(
+        """
+        INSERT INTO case_contacts (case_id, phone, email, language) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (case_id) DO UPDATE
+        SET phone = COALESCE(EXCLUDED.phone, case_contacts.phone),
+            email = COALESCE(EXCLUDED.email, case_contacts.email),
+            language = COALESCE(EXCLUDED.language, case_contacts.language),
+            updated_at = now()""",
+        case_id,
+        contact.phone,
+        contact.email,
+        contact.language,
+    )
+
+
+async def contact(conn: asyncpg.Connection, case_id: str) -> Contact | None:
+    row = await conn.fetchrow(
+        "SELECT phone, email, language FROM case_contacts WHERE case_id = $1", case_id
+    )
+    return Contact(row["phone"], row["email"], row["language"]) if row else None
+
+
+async def add_deliveries(conn: asyncpg.Connection, deliveries: Sequence[NewDelivery]) -> None:
+    """Queue deliveries; a redelivered event (same webhook-id) adds nothing."""
     await conn.executemany(
         """
-        INSERT INTO deliveries (webhook_id, case_id, department, event_id, event_type, body)
-        VALUES ($1, $2, $3, $4, $5, $6)
+        INSERT INTO deliveries (webhook_id, case_id, department, event_id, event_type, body,
+                                kind, next_attempt_at, window_start)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()), COALESCE($8, now()))
         ON CONFLICT (webhook_id) DO NOTHING""",
         [
-            (d.webhook_id, d.case_id, d.department, d.event_id, d.event_type, d.body)
+            (
+                d.webhook_id,
+                d.case_id,
+                d.department,
+                d.event_id,
+                d.event_type,
+                d.body,
+                d.kind,
+                d.not_before,
+            )
             for d in deliveries
         ],
     )
 
 
-async def lease_due(conn: asyncpg.Connection, limit: int, lease: timedelta) -> list[asyncpg.Record]:
-    """Take due deliveries whose case has nothing older pending for that department.
+async def lease_due(
+    conn: asyncpg.Connection,
+    *,
+    slots: Mapping[str, int],
+    in_flight: Sequence[int],
+    lease: timedelta,
+) -> list[asyncpg.Record]:
+    """Take due deliveries, at most ``slots[endpoint]`` for each endpoint named.
 
-    The lease (next_attempt_at pushed forward) is committed before sending, so
-    replicas never send the same delivery at once and a crash only delays it.
+    Each endpoint is read on its own (an index range), so a big backlog at one
+    cannot crowd out the others. Only the oldest pending delivery of a (case,
+    endpoint) qualifies, so a case's event n+1 never overtakes event n. The lease
+    (next_attempt_at pushed forward) is committed before sending: replicas never
+    send the same delivery at once, and a crash only delays it until the lease ends.
     """
+    names = [name for name, free in slots.items() if free > 0]
+    if not names:
+        return []
     return await conn.fetch(
         """
-        WITH due AS (
-            SELECT d.id FROM deliveries d
-            WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-              AND NOT EXISTS (
-                  SELECT 1 FROM deliveries e
-                  WHERE e.case_id = d.case_id AND e.department = d.department
-                    AND e.status = 'pending' AND e.id < d.id)
-            ORDER BY d.next_attempt_at
-            LIMIT $1
-            FOR UPDATE SKIP LOCKED
+        WITH picked AS (
+            SELECT c.id
+            FROM unnest($1::text[], $2::int[]) AS f (department, slots)
+            CROSS JOIN LATERAL (
+                SELECT d.id FROM deliveries d
+                WHERE d.department = f.department AND d.status = 'pending'
+                  AND d.next_attempt_at <= now() AND d.id <> ALL ($3::bigint[])
+                  AND NOT EXISTS (
+                      SELECT 1 FROM deliveries e
+                      WHERE e.case_id = d.case_id AND e.department = d.department
+                        AND e.status = 'pending' AND e.id < d.id)
+                ORDER BY d.next_attempt_at, d.id
+                LIMIT f.slots
+                FOR UPDATE SKIP LOCKED
+            ) AS c
         )
-        UPDATE deliveries SET next_attempt_at = now() + $2::interval
-        FROM due WHERE deliveries.id = due.id
-        RETURNING deliveries.id, deliveries.webhook_id, deliveries.case_id,
-                  deliveries.department, deliveries.event_type, deliveries.body,
-                  deliveries.attempts, deliveries.created_at""",
-        limit,
+        UPDATE deliveries SET next_attempt_at = now() + $4::interval
+        FROM picked WHERE deliveries.id = picked.id
+        RETURNING deliveries.id, deliveries.webhook_id, deliveries.kind, deliveries.case_id,
+                  deliveries.department, deliveries.event_id, deliveries.event_type,
+                  deliveries.body, deliveries.attempts, deliveries.tries,
+                  deliveries.window_start""",
+        names,
+        [slots[name] for name in names],
+        list(in_flight),
         lease,
     )
 
 
 async def record_attempt(
-    conn: asyncpg.Connection,
-    delivery_id: int,
-    attempt: int,
-    status_code: int | None,
-    latency_ms: float,
-    error: str | None,
+    conn: asyncpg.Connection, delivery_id: int, number: int, attempt: Attempt
 ) -> None:
     await conn.execute(
-        "INSERT INTO delivery_attempts (delivery_id, attempt, status_code, latency_ms, error)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        """
+        INSERT INTO delivery_attempts
+            (delivery_id, attempt, status_code, latency_ms, error, retry_after_seconds)
+        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
         delivery_id,
-        attempt,
-        status_code,
-        latency_ms,
-        error,
+        number,
+        attempt.status_code,
+        attempt.latency_ms,
+        attempt.error,
+        attempt.retry_after,
     )
 
 
 async def finish(
     conn: asyncpg.Connection,
     delivery_id: int,
+    *,
     status: str,
     attempts: int,
-    code: int | None,
-    error: str | None,
+    tries: int,
+    attempt: Attempt,
+    dead_reason: str | None,
 ) -> None:
     await conn.execute(
         """
-        UPDATE deliveries SET status = $2, attempts = $3, last_status_code = $4, last_error = $5,
-                              finished_at = now()
+        UPDATE deliveries
+        SET status = $2, attempts = $3, tries = $4, last_status_code = $5, last_error = $6,
+            dead_reason = $7, finished_at = now(), updated_at = now()
         WHERE id = $1""",
         delivery_id,
         status,
         attempts,
-        code,
-        error,
+        tries,
+        attempt.status_code,
+        attempt.error,
+        dead_reason,
     )
 
 
 async def reschedule(
     conn: asyncpg.Connection,
     delivery_id: int,
+    *,
     attempts: int,
+    tries: int,
     at: datetime,
-    code: int | None,
-    error: str | None,
+    attempt: Attempt,
 ) -> None:
     await conn.execute(
         """
         UPDATE deliveries
-        SET attempts = $2, next_attempt_at = $3, last_status_code = $4, last_error = $5
+        SET attempts = $2, tries = $3, next_attempt_at = $4, last_status_code = $5,
+            last_error = $6, updated_at = now()
         WHERE id = $1""",
         delivery_id,
         attempts,
+        tries,
         at,
-        code,
-        error,
+        attempt.status_code,
+        attempt.error,
     )
 
 
-async def pending_count(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'pending'")
+async def ledger(
+    conn: asyncpg.Connection,
+    *,
+    case_id: str | None,
+    department: str | None,
+    status: str | None,
+    kind: str | None,
+    after_id: int,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""
+        SELECT {LEDGER_COLUMNS} FROM deliveries
+        WHERE ($1::text IS NULL OR case_id = $1) AND ($2::text IS NULL OR department = $2)
+          AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR kind = $4)
+          AND id > $5
+        ORDER BY id LIMIT $6""",  # noqa: S608 - a constant column list, values are bound
+        case_id,
+        department,
+        status,
+        kind,
+        after_id,
+        limit,
+    )
+
+
+async def delivery(conn: asyncpg.Connection, delivery_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {LEDGER_COLUMNS} FROM deliveries WHERE id = $1",  # noqa: S608 - constant
+        delivery_id,
+    )
+
+
+async def attempts(conn: asyncpg.Connection, delivery_ids: Sequence[int]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT delivery_id, attempt, at, status_code, latency_ms, error, retry_after_seconds
+        FROM delivery_attempts WHERE delivery_id = ANY($1::bigint[])
+        ORDER BY delivery_id, attempt""",
+        list(delivery_ids),
+    )
+
+
+async def replay(conn: asyncpg.Connection, delivery_id: int) -> asyncpg.Record | None:
+    """Queue a finished delivery again, same webhook-id, with a fresh retry window.
+
+    None when it does not exist or is still pending.
+    """
+    return await conn.fetchrow(
+        f"""
+        UPDATE deliveries
+        SET status = 'pending', tries = 0, window_start = now(), next_attempt_at = now(),
+            dead_reason = NULL, finished_at = NULL, replays = replays + 1, updated_at = now()
+        WHERE id = $1 AND status <> 'pending'
+        RETURNING {LEDGER_COLUMNS}""",  # noqa: S608 - constant column list
+        delivery_id,
+    )
+
+
+async def pending_by_department(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Queue depth and the oldest retry window already open, per endpoint."""
+    return await conn.fetch(
+        """
+        SELECT department, count(*) AS pending,
+               min(window_start) FILTER (WHERE window_start <= now()) AS oldest,
+               now() AS now
+        FROM deliveries WHERE status = 'pending' GROUP BY department"""
+    )

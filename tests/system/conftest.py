@@ -51,6 +51,30 @@ class System:
 SystemFactory = Callable[..., Any]
 
 
+def stack_env(
+    infra: Infra,
+    database_url: str,
+    topics: TopicNames,
+    city_pack: Path,
+    *,
+    secrets_file: Path,
+    hooks: str,
+) -> dict[str, str]:
+    """The services' settings for one test: its database, topics, pack, secrets, webhooks."""
+    return {
+        "CIVIC_KAFKA_BOOTSTRAP": infra.bootstrap,
+        "CIVIC_DATABASE_URL": database_url,
+        "CIVIC_CITY": city_pack.name,
+        "CIVIC_CITIES_DIR": str(city_pack.parent),
+        "CIVIC_TOPIC_NAMESPACE": topics.namespace,
+        "CIVIC_KAFKA_PARTITIONS": "3",
+        "CIVIC_KAFKA_IDEMPOTENCE": str(infra.idempotent).lower(),
+        "CIVIC_SECRETS_FILE": str(secrets_file),
+        "CIVIC_WEBHOOK_URL_TEMPLATE": hooks,
+        "CIVIC_DB_POOL_SIZE": "4",
+    }
+
+
 @pytest.fixture
 async def make_system(
     infra: Infra,
@@ -72,16 +96,14 @@ async def make_system(
         )
         await receiver.start()
         services.env = {
-            "CIVIC_KAFKA_BOOTSTRAP": infra.bootstrap,
-            "CIVIC_DATABASE_URL": database_url,
-            "CIVIC_CITY": city_pack.name,
-            "CIVIC_CITIES_DIR": str(city_pack.parent),
-            "CIVIC_TOPIC_NAMESPACE": topics.namespace,
-            "CIVIC_KAFKA_PARTITIONS": "3",
-            "CIVIC_KAFKA_IDEMPOTENCE": str(infra.idempotent).lower(),
-            "CIVIC_SECRETS_FILE": str(tmp_path / "secrets.yaml"),
-            "CIVIC_WEBHOOK_URL_TEMPLATE": f"{receiver.url}/hooks/{{department}}",
-            "CIVIC_DB_POOL_SIZE": "4",
+            **stack_env(
+                infra,
+                database_url,
+                topics,
+                city_pack,
+                secrets_file=tmp_path / "secrets.yaml",
+                hooks=f"{receiver.url}/hooks/{{department}}",
+            ),
             **(extra_env or {}),
         }
         services.start()
