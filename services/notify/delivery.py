@@ -260,7 +260,9 @@ class Deliverer:
             "attempt": number,
             "status_code": attempt.status_code,
         }
-        if decision.verdict is Verdict.DEAD:
+        if decision.verdict is Verdict.DELIVERED:
+            log.info("delivered", **context)
+        elif decision.verdict is Verdict.DEAD:
             self.dead.labels(name, decision.dead_reason or "unknown").inc()
             log.error(
                 "delivery given up",

@@ -65,9 +65,10 @@ def test_local_run_shows_a_case_through_every_service_and_stops_cleanly(tmp_path
                 if {
                     "intake:request accepted",
                     "router:case dispatched",
-                    "escalation:case opened",
+                    "escalation:case taken",
+                    "notify:delivered",
                     "department:department received",
-                    "escalation:case signed",
+                    "escalation:case action",
                 } <= steps:
                     traced = case_id
                     break
