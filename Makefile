@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format clean-cache kafka-jars
+.PHONY: run test bench lint format clean-cache kafka-jars
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# Prints one JSON line last; flags: make bench ARGS='--rate 500 --duration 30 --timers 0'
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -109,6 +109,9 @@ class KafkaBroker:
     process: Managed | None = None
     started_in: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.workdir = self.workdir.resolve()  # children run elsewhere; relative paths break
+
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
@@ -201,6 +204,9 @@ class TansuBroker:
     process: Managed | None = None
     started_in: float = 0.0
     version: str = "tansu"
+
+    def __post_init__(self) -> None:
+        self.workdir = self.workdir.resolve()  # children run elsewhere; relative paths break
 
     @property
     def bootstrap(self) -> str:

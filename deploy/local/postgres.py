@@ -88,6 +88,9 @@ class PostgresServer:
     started_in: float = 0.0
     bin_dir: Path = field(default_factory=find_bin_dir)
 
+    def __post_init__(self) -> None:
+        self.workdir = self.workdir.resolve()  # children run elsewhere; relative paths break
+
     @property
     def data_dir(self) -> Path:
         return self.workdir / "data"

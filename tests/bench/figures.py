@@ -1,0 +1,68 @@
+"""Arithmetic of the benchmark's figures: percentiles, windows, loss and duplicates."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (no interpolation): a value that was actually observed."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def summarise_flow(
+    published: dict[str, float], stats: dict[str, Any], window: tuple[float, float]
+) -> dict[str, Any]:
+    """What the receivers saw of what was published.
+
+    - delivered: requests whose lead department received their dispatch webhook;
+    - lost: published but never delivered (after the drain);
+    - duplicates: webhook-ids delivered more than once, plus second dispatches of a
+      request, plus escalations received more than once;
+    - throughput: first deliveries that arrived inside the measured window, per second;
+    - latency: publication → arrival, for requests published inside the window.
+    """
+    dispatches: dict[str, list[list[Any]]] = stats["lead_dispatches"]
+    start, end = window
+    delivered = [ref for ref in published if ref in dispatches]
+    first_arrival = {ref: min(d[1] for d in dispatches[ref]) for ref in delivered}
+    latencies = [
+        (first_arrival[ref] - published[ref]) * 1000
+        for ref in delivered
+        if start <= published[ref] <= end
+    ]
+    extra_dispatches = sum(len({d[2] for d in dispatches[ref]}) - 1 for ref in delivered)
+    in_window = sum(1 for ref in delivered if start <= first_arrival[ref] <= end)
+    figures: dict[str, Any] = {
+        "published": len(published),
+        "delivered": len(delivered),
+        "lost": len(published) - len(delivered),
+        "duplicates": stats["repeated_webhook_ids"]
+        + extra_dispatches
+        + stats["repeated_escalations"],
+        "window_seconds": round(end - start, 3),
+        "delivered_in_window": in_window,
+        "throughput_rps": round(in_window / (end - start), 1) if end > start else None,
+        "escalations_received": stats["escalations"],
+        "latencies_ms": latencies,
+    }
+    for pct in (50, 95, 99):
+        figures[f"p{pct}_ms"] = round(percentile(latencies, pct), 1) if latencies else None
+    return figures

@@ -1,0 +1,142 @@
+"""A million armed timers, ten thousand of them due in the same second.
+
+Cases and timers are loaded with COPY while escalation is stopped; the burst is
+then moved to fall due a few seconds after escalation is back, and its lateness
+(fire time minus due time) is read from the escalations it recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from deploy.local.stack import ServiceSet, write_secrets
+from shared.citypack import load_pack
+from shared.settings import DEFAULT_CITIES_DIR
+from shared.topics import TopicNames, ensure_topics
+from tests.bench.figures import percentile, rss_mb
+
+LEAD = "water_bureau"
+
+
+async def timer_burst(
+    bootstrap: str, database_url: str, total: int, burst: int, workdir: Path
+) -> dict[str, Any]:
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    topics = TopicNames(f"benchtimers{int(time.time())}.")
+    await ensure_topics(bootstrap, topics, 6)
+    secrets = workdir / "secrets.yaml"
+    write_secrets(secrets, list(load_pack(DEFAULT_CITIES_DIR / "demo-zh").departments))
+    services = ServiceSet(
+        workdir,
+        {
+            "CIVIC_KAFKA_BOOTSTRAP": bootstrap,
+            "CIVIC_DATABASE_URL": database_url,
+            "CIVIC_CITY": "demo-zh",
+            "CIVIC_TOPIC_NAMESPACE": topics.namespace,
+            "CIVIC_SECRETS_FILE": str(secrets),
+            "CIVIC_LOG_LEVEL": "warning",
+        },
+    )
+    services.start("escalation", timeout=120)  # creates the schema
+    services.stop("escalation")
+    loaded = await _arm(database_url, total)
+    services.start("escalation", timeout=120)
+    try:
+        await asyncio.sleep(3)  # let it settle: connections, first polls
+        due = datetime.now(UTC) + timedelta(seconds=5)
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "UPDATE escalation.timers SET due_at = $1 WHERE case_id < $2", due, _case(burst)
+            )
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                fired = await conn.fetchval("SELECT count(*) FROM escalation.escalations")
+                if fired >= burst:
+                    break
+                await asyncio.sleep(0.5)
+            rows = await conn.fetch(
+                "SELECT extract(epoch FROM fired_at - $1::timestamptz) * 1000 AS ms"
+                " FROM escalation.escalations",
+                due,
+            )
+            remaining = await conn.fetchval("SELECT count(*) FROM escalation.timers")
+        finally:
+            await conn.close()
+        lateness = [max(0.0, float(r["ms"])) for r in rows]
+        return {
+            "armed": total,
+            "burst": burst,
+            "fired": len(lateness),
+            "load_seconds": loaded,
+            "lateness_p50_ms": round(percentile(lateness, 50), 1) if lateness else None,
+            "lateness_p99_ms": round(percentile(lateness, 99), 1) if lateness else None,
+            "lateness_max_ms": round(max(lateness), 1) if lateness else None,
+            "timers_left_armed": remaining,
+            "escalation_rss_mb": rss_mb(services.procs["escalation"].pid),
+        }
+    finally:
+        services.stop()
+
+
+def _case(n: int) -> str:
+    return f"T{n:09d}"
+
+
+async def _arm(database_url: str, total: int) -> float:
+    """COPY ``total`` dispatched cases, each with its sign-for timer days ahead."""
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    conn = await asyncpg.connect(database_url)
+    try:
+        chunk = 100_000
+        for first in range(0, total, chunk):
+            numbers = range(first, min(first + chunk, total))
+            deadlines = [now + timedelta(days=3, seconds=n % 86_400) for n in numbers]
+            await conn.copy_records_to_table(
+                "cases",
+                schema_name="escalation",
+                columns=[
+                    "case_id",
+                    "state",
+                    "lead",
+                    "category",
+                    "urgency",
+                    "sla_policy",
+                    "dispatched_at",
+                    "sign_for_due",
+                ],
+                records=[
+                    (
+                        _case(n),
+                        "dispatched",
+                        LEAD,
+                        "water.pollution_supply",
+                        "general",
+                        "general",
+                        now,
+                        d,
+                    )
+                    for n, d in zip(numbers, deadlines, strict=True)
+                ],
+            )
+            await conn.copy_records_to_table(
+                "timers",
+                schema_name="escalation",
+                columns=["case_id", "clock", "level", "repeat", "deadline", "due_at"],
+                records=[
+                    (_case(n), "sign_for", 1, 0, d, d)
+                    for n, d in zip(numbers, deadlines, strict=True)
+                ],
+            )
+        await conn.execute("ANALYZE escalation.timers")
+        await conn.execute("ANALYZE escalation.cases")
+    finally:
+        await conn.close()
+    return round(time.perf_counter() - started, 1)
