@@ -1,6 +1,6 @@
 """Due-time arithmetic for SLA clocks, on wall time or on a working-day calendar. Pure.
 
-Definitions (documented in docs/escalation.md):
+Definitions (documented in the README section on escalation):
 
 - Whole days of an allowance advance the *local* calendar date and keep the local
   time of day: ``7d`` from 10:00 is 10:00 seven days later, even across a DST change.

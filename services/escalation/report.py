@@ -1,6 +1,6 @@
 """The department report: counts per department and the three rates made of them. Pure.
 
-Definitions (the README section in docs/escalation.md repeats them):
+Definitions (the README section on escalation repeats them):
 
 - *dispatched*: assignments of a case to the department as lead, dispatched in the period
   (a case returned and re-dispatched counts once for each department it went to);
