@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from shared.channels import SubmittedRequest
@@ -336,19 +337,27 @@ def encode(event: CloudEvent) -> bytes:
     return event.model_dump_json(exclude_none=True).encode()
 
 
-def decode(raw: bytes | None) -> CloudEvent:
-    """Parse one Kafka value; raise InvalidEvent with a reason a human can act on."""
+def parse_document(raw: bytes | None) -> dict[str, Any]:
+    """The JSON object of one Kafka value; InvalidEvent when it is not one."""
     if raw is None or not raw:
         raise InvalidEvent("empty message")
     try:
-        return CloudEvent.model_validate_json(raw)
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidEvent(f"malformed JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise InvalidEvent(f"not a CloudEvent: a JSON {type(document).__name__}, not an object")
+    return document
+
+
+def envelope(document: dict[str, Any]) -> CloudEvent:
+    """Validate a parsed document as a CloudEvent; InvalidEvent with the reason if not."""
+    try:
+        return CloudEvent.model_validate(document)
     except ValidationError as error:
-        kinds = {item["type"] for item in error.errors()}
-        if "json_invalid" in kinds:
-            return _raise_json(error)
         raise InvalidEvent(f"not a CloudEvent: {_summarise(error)}") from error
 
 
-def _raise_json(error: ValidationError) -> CloudEvent:
-    detail = error.errors(include_url=False, include_input=False)[0]["msg"]
-    raise InvalidEvent(f"malformed JSON: {detail}") from error
+def decode(raw: bytes | None) -> CloudEvent:
+    """Parse one Kafka value; raise InvalidEvent with a reason a human can act on."""
+    return envelope(parse_document(raw))
