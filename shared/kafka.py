@@ -230,8 +230,10 @@ class ConsumerRuntime:
                 try:
                     document = parse_document(record.value)
                     # Types this service does not handle are skipped before any validation:
-                    # most of a shared topic's traffic is for other consumers.
-                    if document.get("type") not in self._accept:
+                    # most of a shared topic's traffic is for other consumers. A document
+                    # with no type at all is not a CloudEvent and still goes to dead letters.
+                    kind = document.get("type")
+                    if isinstance(kind, str) and kind not in self._accept:
                         batch.ignored += 1
                         continue
                     event = envelope(document)

@@ -18,8 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import aiohttp
 import asyncpg
-import httpx
 import orjson
 import structlog
 
@@ -75,7 +75,8 @@ class Deliverer:
         self.tasks: set[asyncio.Task[None]] = set()
         # One connection pool per endpoint, sized to its concurrency: a pool scans all its
         # connections on every request, and one endpoint's sockets never starve another's.
-        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.clients: dict[str, aiohttp.ClientSession] = {}
+        self.settler = Settler(pool)
         self.outcomes = metrics.counter(
             "deliveries_total",
             "Deliveries by outcome: delivered, retry (an attempt failed, another is due), dead",
@@ -174,7 +175,7 @@ class Deliverer:
             for task in pending:
                 task.cancel()  # its lease runs out and the delivery comes due again
         for client in self.clients.values():
-            await client.aclose()
+            await client.close()
 
     async def _deliver(self, row: asyncpg.Record) -> None:
         name = row["department"]
@@ -234,22 +235,17 @@ class Deliverer:
             emergency = bool(orjson.loads(row["body"]).get("emergency"))
             quiet = self.config.file.notices.quiet_hours
             next_at = released_at(next_at, quiet, self.config.zone, emergency)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await store.record_attempt(conn, row["id"], number, attempt)
-            if next_at is not None:
-                await store.reschedule(
-                    conn, row["id"], attempts=number, tries=tries, at=next_at, attempt=attempt
-                )
-            else:
-                await store.finish(
-                    conn,
-                    row["id"],
-                    status=str(decision.verdict),
-                    attempts=number,
-                    tries=tries,
-                    attempt=attempt,
-                    dead_reason=decision.dead_reason,
-                )
+        await self.settler.settle(
+            store.Settlement(
+                delivery_id=row["id"],
+                number=number,
+                tries=tries,
+                attempt=attempt,
+                next_at=next_at,
+                status=str(decision.verdict),
+                dead_reason=decision.dead_reason,
+            )
+        )
         name = row["department"]
         self.outcomes.labels(name, str(decision.verdict)).inc()
         context = {
@@ -280,12 +276,16 @@ class Deliverer:
 
     # --- one HTTP attempt -------------------------------------------------------------
 
-    def client(self, endpoint: Endpoint) -> httpx.AsyncClient:
+    def client(self, endpoint: Endpoint) -> aiohttp.ClientSession:
+        """The endpoint's own keep-alive pool. aiohttp, not httpx, on this hot path: a
+        webhook costs it about a twentieth of the CPU (measured; docs/performance.md)."""
         found = self.clients.get(endpoint.name)
         if found is None:
             size = endpoint.concurrency + 1  # + the endpoint test
-            found = self.clients[endpoint.name] = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            found = self.clients[endpoint.name] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=size, ttl_dns_cache=300),
+                cookie_jar=aiohttp.DummyCookieJar(),  # a webhook sender keeps no cookies
+                auto_decompress=False,
             )
         return found
 
@@ -326,24 +326,28 @@ class Deliverer:
         code: int | None = None
         retry_after: float | None = None
         failure: Failure | None
+        error_text: str | None = None
         try:
-            # asyncio.timeout bounds the whole exchange; httpx's only bound each phase.
-            async with asyncio.timeout(endpoint.timeout):
-                response = await self.client(endpoint).post(
-                    url, content=body, headers=headers, timeout=endpoint.timeout
-                )
-        except (TimeoutError, httpx.TimeoutException):
-            failure, error_text = Failure.TIMEOUT, f"timed out after {endpoint.timeout:g}s"
-        except httpx.HTTPError as error:
-            failure, error_text = Failure.CONNECTION, f"{type(error).__name__}: {error}"
-        else:
-            code = response.status_code
-            failure = domain.classify(code)
-            error_text = None if failure is None else f"HTTP {code}: {response.text}"
-            if code in (429, 503):
-                retry_after = domain.parse_retry_after(
-                    response.headers.get("retry-after"), utcnow()
-                )
+            # asyncio.timeout bounds the whole exchange: connect, send, answer, body.
+            async with (
+                asyncio.timeout(endpoint.timeout),
+                self.client(endpoint).post(url, data=body, headers=headers) as response,
+            ):
+                code = response.status
+                failure = domain.classify(code)
+                if failure is not None:
+                    answer = await response.content.read(MAX_ERROR_CHARS)
+                    error_text = f"HTTP {code}: {answer.decode(errors='replace')}"
+                if code in (429, 503):
+                    retry_after = domain.parse_retry_after(
+                        response.headers.get("retry-after"), utcnow()
+                    )
+        except TimeoutError:
+            code, failure = None, Failure.TIMEOUT
+            error_text = f"timed out after {endpoint.timeout:g}s"
+        except (aiohttp.ClientError, OSError) as error:
+            code, failure = None, Failure.CONNECTION
+            error_text = f"{type(error).__name__}: {error}"
         seconds = time.perf_counter() - started
         self.attempt_seconds.labels(endpoint.name).observe(seconds)
         if error_text is not None:
@@ -393,3 +397,42 @@ class Deliverer:
         now = time.monotonic()
         for name, breaker in self.breakers.items():
             self.breaker_state.labels(name).set(int(breaker.current(now)))
+
+
+class Settler:
+    """Writes attempt outcomes in small batches: one transaction for what finished
+    within a few milliseconds, instead of one per delivery.
+
+    Each caller waits until its outcome is committed, so a delivery stays "in flight"
+    (and its case's next event waits) exactly until its outcome is durable. A failed
+    write fails every caller of that batch, as one write per delivery would have.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, linger_seconds: float = 0.005) -> None:
+        self.pool = pool
+        self.linger = linger_seconds
+        self.waiting: list[tuple[store.Settlement, asyncio.Future[None]]] = []
+        self.flushing: asyncio.Task[None] | None = None
+
+    async def settle(self, item: store.Settlement) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append((item, future))
+        if self.flushing is None or self.flushing.done():
+            self.flushing = asyncio.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        while self.waiting:
+            await asyncio.sleep(self.linger)
+            batch, self.waiting = self.waiting, []
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await store.settle(conn, [item for item, _ in batch])
+            except Exception as error:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)

@@ -164,71 +164,76 @@ async def lease_due(
     )
 
 
-async def record_attempt(
-    conn: asyncpg.Connection, delivery_id: int, number: int, attempt: Attempt
-) -> None:
-    await conn.execute(
+@dataclass(frozen=True)
+class Settlement:
+    """The outcome of one attempt, to be written: rescheduled (``next_at``) or finished."""
+
+    delivery_id: int
+    number: int
+    tries: int
+    attempt: Attempt
+    next_at: datetime | None
+    status: str
+    dead_reason: str | None
+
+
+async def settle(conn: asyncpg.Connection, items: Sequence[Settlement]) -> None:
+    """Record many attempts and their deliveries' new state in three statements."""
+    if not items:
+        return
+    await conn.executemany(
         """
         INSERT INTO delivery_attempts
             (delivery_id, attempt, status_code, latency_ms, error, retry_after_seconds)
         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
-        delivery_id,
-        number,
-        attempt.status_code,
-        attempt.latency_ms,
-        attempt.error,
-        attempt.retry_after,
+        [
+            (
+                i.delivery_id,
+                i.number,
+                i.attempt.status_code,
+                i.attempt.latency_ms,
+                i.attempt.error,
+                i.attempt.retry_after,
+            )
+            for i in items
+        ],
     )
-
-
-async def finish(
-    conn: asyncpg.Connection,
-    delivery_id: int,
-    *,
-    status: str,
-    attempts: int,
-    tries: int,
-    attempt: Attempt,
-    dead_reason: str | None,
-) -> None:
-    await conn.execute(
-        """
-        UPDATE deliveries
-        SET status = $2, attempts = $3, tries = $4, last_status_code = $5, last_error = $6,
-            dead_reason = $7, finished_at = now(), updated_at = now()
-        WHERE id = $1""",
-        delivery_id,
-        status,
-        attempts,
-        tries,
-        attempt.status_code,
-        attempt.error,
-        dead_reason,
-    )
-
-
-async def reschedule(
-    conn: asyncpg.Connection,
-    delivery_id: int,
-    *,
-    attempts: int,
-    tries: int,
-    at: datetime,
-    attempt: Attempt,
-) -> None:
-    await conn.execute(
-        """
-        UPDATE deliveries
-        SET attempts = $2, tries = $3, next_attempt_at = $4, last_status_code = $5,
-            last_error = $6, updated_at = now()
-        WHERE id = $1""",
-        delivery_id,
-        attempts,
-        tries,
-        at,
-        attempt.status_code,
-        attempt.error,
-    )
+    again = [i for i in items if i.next_at is not None]
+    done = [i for i in items if i.next_at is None]
+    if again:
+        await conn.execute(
+            """
+            UPDATE deliveries d
+            SET attempts = u.attempts, tries = u.tries, next_attempt_at = u.next_at,
+                last_status_code = u.code, last_error = u.error, updated_at = now()
+            FROM unnest($1::bigint[], $2::int[], $3::int[], $4::timestamptz[], $5::int[],
+                        $6::text[]) AS u (id, attempts, tries, next_at, code, error)
+            WHERE d.id = u.id""",
+            [i.delivery_id for i in again],
+            [i.number for i in again],
+            [i.tries for i in again],
+            [i.next_at for i in again],
+            [i.attempt.status_code for i in again],
+            [i.attempt.error for i in again],
+        )
+    if done:
+        await conn.execute(
+            """
+            UPDATE deliveries d
+            SET status = u.status, attempts = u.attempts, tries = u.tries,
+                last_status_code = u.code, last_error = u.error, dead_reason = u.reason,
+                finished_at = now(), updated_at = now()
+            FROM unnest($1::bigint[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[],
+                        $7::text[]) AS u (id, status, attempts, tries, code, error, reason)
+            WHERE d.id = u.id""",
+            [i.delivery_id for i in done],
+            [i.status for i in done],
+            [i.number for i in done],
+            [i.tries for i in done],
+            [i.attempt.status_code for i in done],
+            [i.attempt.error for i in done],
+            [i.dead_reason for i in done],
+        )
 
 
 async def ledger(

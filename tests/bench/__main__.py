@@ -40,7 +40,7 @@ from shared.citypack import load_pack
 from shared.settings import DEFAULT_CITIES_DIR
 from shared.topics import TopicNames, ensure_topics
 from tests.bench import load
-from tests.bench.figures import percentile, rss_mb, summarise_flow
+from tests.bench.figures import CpuMeter, percentile, rss_mb, summarise_flow
 from tests.bench.kafka_baseline import kafka_round_trip
 from tests.bench.timers import timer_burst
 
@@ -49,7 +49,7 @@ NYC_SAMPLE = DEFAULT_CITIES_DIR / "nyc" / "examples" / "nyc311.csv"
 # Short clocks so that deadlines pass, and the ladder climbs, inside the run.
 BENCH_SLA = {
     "policies": {
-        name: {"sign_for": "10s", "contact": "30s", "resolve": "40s"}
+        name: {"sign_for": "20s", "contact": "40s", "resolve": "50s"}
         for name in ("emergency", "utilities", "general", "complex")
     },
     "ladder": [
@@ -218,19 +218,24 @@ class Bench:
             )
             rss: dict[str, float] = {}
             profiles = self._start_profiles(services, phase_dir) if args.profile else []
+            meter = CpuMeter(self._pids(services, receiver), alone=frozenset({"bench"}))
             published, started = await _publish(
-                self.bootstrap, topics, schedule, services, rss, args.partitions
+                self.bootstrap, topics, schedule, services, rss, meter, args.warmup
             )
+            cores = meter.shares(args.duration)
             for profile in profiles:
-                profile.stop(timeout=60)
+                await asyncio.to_thread(profile.popen.wait, 60)  # py-spy writes when done
+                profile.stop(timeout=10)
             window = (started + args.warmup, started + total)
             say(f"{source}: published {len(published)}; waiting for deliveries")
             stats = await _drain(f"http://127.0.0.1:{receiver_port}/stats", published, args.drain)
             escalation_lateness = await _escalation_lateness(database_url)
+            triaged = await _triaged(database_url)
             dead_letters = await _count_dead_letters(self.bootstrap, topics)
-            figures = summarise_flow(published, stats, window)
+            figures = summarise_flow(published, stats, window, triaged)
             figures |= {
                 "rss_mb": rss,
+                "cpu_cores": cores,
                 "escalation_lateness_p99_ms": escalation_lateness,
                 "dead_letters": dead_letters,
                 "callbacks": stats["callbacks"],
@@ -243,6 +248,15 @@ class Bench:
         finally:
             services.stop()
             receiver.stop()
+
+    def _pids(self, services: ServiceSet, receiver: Managed) -> dict[str, int]:
+        pids = {name: proc.pid for name, proc in services.procs.items()}
+        pids["receivers"] = receiver.pid
+        pids["bench"] = os.getpid()
+        for thing in self.started:
+            if thing.process is not None:
+                pids["kafka" if isinstance(thing, KafkaBroker) else "postgres"] = thing.process.pid
+        return pids
 
     def _start_profiles(self, services: ServiceSet, phase_dir: Path) -> list[Managed]:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -293,7 +307,8 @@ async def _publish(
     schedule: Any,
     services: ServiceSet,
     rss: dict[str, float],
-    partitions: int,
+    meter: CpuMeter,
+    warmup: float,
 ) -> tuple[dict[str, float], float]:
     """Publish on schedule; returns source_ref → publication time, and the start time."""
     from shared.kafka import make_producer
@@ -305,6 +320,7 @@ async def _publish(
     published: dict[str, float] = {}
     started = time.time()
     last_sample = 0.0
+    measuring = False
     pending = []
     try:
         for offset, payload in schedule:
@@ -312,6 +328,9 @@ async def _publish(
             if delay > 0:
                 await asyncio.sleep(delay)
             now = time.time()
+            if not measuring and now >= started + warmup:
+                measuring = True
+                meter.begin()
             payload["bench_t"] = now
             event = load_event(payload)
             key = f"{payload['channel']}:{payload['source_ref']}".encode()
@@ -347,13 +366,30 @@ async def _drain(stats_url: str, published: dict[str, float], limit: float) -> d
     """Wait until every request reached its lead (or ``limit`` passed); return receiver stats."""
     deadline = time.monotonic() + limit
     async with httpx.AsyncClient(timeout=30) as client:
+        last, still = -1, 0
         while True:
             stats = (await client.get(stats_url)).json()
             missing = len(published.keys() - stats["lead_dispatches"].keys())
-            if missing == 0 or time.monotonic() > deadline:
+            # Triaged requests never reach a department: stop once nothing moves any more.
+            still = still + 1 if missing == last else 0
+            last = missing
+            if missing == 0 or still >= 10 or time.monotonic() > deadline:
                 await asyncio.sleep(2)  # late duplicates, if any, arrive too
                 return (await client.get(stats_url)).json()
             await asyncio.sleep(1)
+
+
+async def _triaged(database_url: str) -> set[str]:
+    """Requests the router put in the triage queue: they wait for a person, not a department."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT r.source_ref FROM intake.requests r JOIN router.decisions d USING (case_id)"
+            " WHERE d.outcome = 'triage'"
+        )
+    finally:
+        await conn.close()
+    return {r["source_ref"] for r in rows}
 
 
 async def _escalation_lateness(database_url: str) -> float | None:

@@ -28,12 +28,17 @@ def rss_mb(pid: int) -> float:
 
 
 def summarise_flow(
-    published: dict[str, float], stats: dict[str, Any], window: tuple[float, float]
+    published: dict[str, float],
+    stats: dict[str, Any],
+    window: tuple[float, float],
+    triaged: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """What the receivers saw of what was published.
 
     - delivered: requests whose lead department received their dispatch webhook;
-    - lost: published but never delivered (after the drain);
+    - triaged: sent to the triage queue by the router (a person routes them, no department
+      hears of them yet): neither delivered nor lost;
+    - lost: published, not triaged, and never delivered (after the drain);
     - duplicates: webhook-ids delivered more than once, plus second dispatches of a
       request, plus escalations received more than once;
     - throughput: first deliveries that arrived inside the measured window, per second;
@@ -42,6 +47,7 @@ def summarise_flow(
     dispatches: dict[str, list[list[Any]]] = stats["lead_dispatches"]
     start, end = window
     delivered = [ref for ref in published if ref in dispatches]
+    waiting = [ref for ref in published if ref not in dispatches and ref in triaged]
     first_arrival = {ref: min(d[1] for d in dispatches[ref]) for ref in delivered}
     latencies = [
         (first_arrival[ref] - published[ref]) * 1000
@@ -53,7 +59,8 @@ def summarise_flow(
     figures: dict[str, Any] = {
         "published": len(published),
         "delivered": len(delivered),
-        "lost": len(published) - len(delivered),
+        "triaged": len(waiting),
+        "lost": len(published) - len(delivered) - len(waiting),
         "duplicates": stats["repeated_webhook_ids"]
         + extra_dispatches
         + stats["repeated_escalations"],
@@ -63,6 +70,51 @@ def summarise_flow(
         "escalations_received": stats["escalations"],
         "latencies_ms": latencies,
     }
+    if len(delivered) + len(waiting) < len(published):
+        figures["lost_refs_sample"] = sorted(set(published) - set(dispatches) - triaged)[:5]
     for pct in (50, 95, 99):
         figures[f"p{pct}_ms"] = round(percentile(latencies, pct), 1) if latencies else None
     return figures
+
+
+class CpuMeter:
+    """CPU seconds used by each named process and its live children (PostgreSQL's backends)."""
+
+    def __init__(self, pids: dict[str, int], alone: frozenset[str] = frozenset()) -> None:
+        self.pids = pids
+        self.alone = alone  # counted without their children (the benchmark's own process)
+        self.start: dict[str, float] = {}
+
+    def read(self) -> dict[str, float]:
+        import psutil
+
+        used: dict[str, float] = {}
+        for name, pid in self.pids.items():
+            try:
+                process = psutil.Process(pid)
+                family = [process]
+                if name not in self.alone:
+                    family += process.children(recursive=True)
+            except psutil.Error:
+                continue
+            total = 0.0
+            for member in family:
+                try:
+                    times = member.cpu_times()
+                except psutil.Error:
+                    continue
+                total += times.user + times.system
+            used[name] = total
+        return used
+
+    def begin(self) -> None:
+        self.start = self.read()
+
+    def shares(self, seconds: float) -> dict[str, float]:
+        """Cores used by each process over the last ``seconds`` since ``begin``."""
+        end = self.read()
+        return {
+            name: round((end[name] - self.start.get(name, 0.0)) / seconds, 2)
+            for name in end
+            if seconds > 0
+        }

@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 import uvicorn
 
@@ -61,7 +61,7 @@ class BenchDepartments:
         self.bad_signatures = 0
         self.callbacks: Counter[str] = Counter()
         self.silent_cases = 0
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
     def silent(self, case_id: str) -> bool:
@@ -135,19 +135,18 @@ class BenchDepartments:
         for attempt in range(30):
             headers = sign(self.secrets[department], f"cb_{uuid.uuid4().hex}", body)
             headers["content-type"] = "application/json"
+            url = f"{self.escalation_url}/v1/cases/{case_id}/{action}"
             try:
-                response = await self.client.post(
-                    f"{self.escalation_url}/v1/cases/{case_id}/{action}",
-                    content=body,
-                    headers=headers,
-                )
-            except httpx.HTTPError:
+                async with self.client.post(url, data=body, headers=headers) as response:
+                    status = response.status
+                    await response.read()
+            except (aiohttp.ClientError, TimeoutError):
                 await asyncio.sleep(min(0.2 * (attempt + 1), 2))
                 continue
-            if response.status_code == 404:  # escalation has not taken the dispatch yet
+            if status == 404:  # escalation has not taken the dispatch yet
                 await asyncio.sleep(min(0.2 * (attempt + 1), 2))
                 continue
-            self.callbacks[f"{action}:{response.status_code}"] += 1
+            self.callbacks[f"{action}:{status}"] += 1
             return
         self.callbacks[f"{action}:gave-up"] += 1
 
@@ -188,8 +187,8 @@ async def serve(args: argparse.Namespace) -> None:
         silent_fraction=args.silent_fraction,
         seed=args.seed,
     )
-    app.client = httpx.AsyncClient(
-        timeout=10, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    app.client = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=10)
     )
     config = uvicorn.Config(
         app,
@@ -207,7 +206,7 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     await server.serve()
-    await app.client.aclose()
+    await app.client.close()
 
 
 def _pair(text: str) -> tuple[float, float]:
