@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+import time
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -79,6 +80,42 @@ def _dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
+class RepeatLimiter(logging.Filter):
+    """Lets one of a run of like library messages through per ``window`` seconds.
+
+    While the broker is down aiokafka logs each refused connection and failed fetch,
+    some hundred ERROR lines a second per process; one line per message kind every
+    ``window`` seconds, saying how many like it were held back, tells ops as much.
+    Messages are alike when they share logger, level and format string.
+    """
+
+    def __init__(
+        self,
+        prefixes: tuple[str, ...] = ("aiokafka",),
+        window: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._prefixes = prefixes
+        self._window = window
+        self._clock = clock
+        self._runs: dict[tuple[str, int, str], tuple[float, int]] = {}  # → (shown at, held)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._prefixes):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        shown = self._runs.get(key)
+        if shown is not None and now - shown[0] < self._window:
+            self._runs[key] = (shown[0], shown[1] + 1)
+            return False
+        self._runs[key] = (now, 0)
+        if shown is not None and shown[1]:
+            record.msg = f"{record.msg} (+{shown[1]} like it since the last one shown)"
+        return True
+
+
 def configure_logging(service: str, level: str = "info") -> None:
     """JSON lines on stdout: one object per event, with ``service`` on every line."""
     numeric = logging.getLevelName(level.upper())
@@ -112,6 +149,7 @@ def configure_logging(service: str, level: str = "info") -> None:
             foreign_pre_chain=[*shared_processors, structlog.stdlib.add_logger_name],
         )
     )
+    handler.addFilter(RepeatLimiter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.INFO))

@@ -233,6 +233,26 @@ async def test_offsets_are_not_committed_before_the_work_is_durable(
         await eventually(seen(pool, 4), message="redelivered and done")
 
 
+async def test_a_poison_message_redelivered_before_its_commit_is_dead_lettered_under_one_id(
+    infra: Infra, topics: TopicNames, producer: AIOKafkaProducer, pool: asyncpg.Pool
+) -> None:
+    topic = topics(Topic.CASE_EVENTS)
+    await producer.send_and_wait(topic, b"{broken json", key=b"poison")
+    await producer.send_and_wait(topic, signed("C1"), key=b"C1")
+    # The database is down: the poison is dead-lettered, the good one waits, and the
+    # consumer stops (a deploy) before the batch's offsets could be committed.
+    stuck = Recorder(pool, fail_times=10_000)
+    async with running(runtime_for(infra, topics, producer, stuck)):
+        await eventually(lambda: stuck.calls >= 2, message="attempts")
+    assert await committed(infra, topics) == 0
+    async with running(runtime_for(infra, topics, producer, Recorder(pool))):
+        await eventually(seen(pool, 1), message="the good one, redelivered")
+    letters = [decode(v) for v in await read_all(infra, topics(Topic.DEADLETTER), 2)]
+    assert len(letters) == 2  # at least once on the wire ...
+    assert len({letter.id for letter in letters}) == 1  # ... and one event to its readers
+    assert {letter.data["offset"] for letter in letters} == {0}
+
+
 async def test_two_replicas_share_the_work_and_every_event_is_processed_once(
     infra: Infra, topics: TopicNames, producer: AIOKafkaProducer, pool: asyncpg.Pool
 ) -> None:
