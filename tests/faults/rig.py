@@ -118,6 +118,10 @@ class Receiver(DepartmentReceiver):
             return
         await super()._sign(department, case_id)
 
+    def signing(self) -> int:
+        """Sign-for callbacks still under way."""
+        return len(self._tasks)
+
     def lead_arrivals(self) -> dict[str, list[float]]:
         """source_ref → arrival times of dispatches at the lead (one each, if all is well)."""
         found: dict[str, list[float]] = defaultdict(list)
@@ -395,11 +399,14 @@ class Rig:
         return await fetch(self.database_url, query, *args)
 
     async def _backlog(self) -> int:
-        """Outbox rows not yet relayed plus deliveries not yet settled, across services."""
+        """Outbox rows not yet relayed, deliveries not yet settled and timers due within
+        the next half minute (a ladder still climbing), across services."""
         outboxes = " + ".join(f"(SELECT count(*) FROM {s}.outbox)" for s in SERVICE_SCHEMAS)
         rows = await self.sql(
-            f"SELECT {outboxes} + (SELECT count(*) FROM notify.deliveries"
-            " WHERE status = 'pending') AS n"
+            f"SELECT {outboxes}"
+            " + (SELECT count(*) FROM notify.deliveries WHERE status = 'pending')"
+            " + (SELECT count(*) FROM escalation.timers"
+            "    WHERE due_at < now() + interval '30 seconds') AS n"
         )
         return int(rows[0]["n"])
 
@@ -421,7 +428,7 @@ class Rig:
                 for r in receiver.of_type(DISPATCHED)
                 if r.event["data"]["request"]["source_ref"] in self.silent
             }
-            if not silent_cases <= escalated_to_top():
+            if not silent_cases <= escalated_to_top() or receiver.signing():
                 return False
             return await self._backlog() == 0
 

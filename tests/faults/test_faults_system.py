@@ -26,7 +26,7 @@ from tests.faults.rig import Rig, poison_messages
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.timeout(420)]
 
-RATE = 20.0  # requests a second: steady, and light enough for a shared 2-core machine
+RATE = 12.0  # requests a second: steady, and light enough for a shared 2-core machine
 WARM_UP = 15  # requests at their leads before the fault
 
 
@@ -93,6 +93,12 @@ async def test_infrastructure_restart_loses_and_repeats_nothing(
         "caught_up_s": rig.catch_up_after(repaired),
     }
     await finish(rig, f"{server} {'crash' if crash else 'restart'}", figures)
+    if server == "broker":
+        # aiokafka reports each refused reconnect; the logs keep one line per kind a while.
+        for service in SERVICES:
+            lines = rig.services.log_file(service).read_text().splitlines()
+            errors = [line for line in lines if '"level":"error"' in line]
+            assert len(errors) < 100, f"{service} wrote {len(errors)} error lines"
 
 
 async def test_department_endpoint_down_30s_gets_everything_once_when_back(
