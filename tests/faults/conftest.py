@@ -3,6 +3,7 @@ so they cannot be the session's shared ones."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -57,3 +58,4 @@ async def make_rig(
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     for rig in made:
         await rig.close(failed)
+    await asyncio.to_thread(fault_infra.ensure_up)

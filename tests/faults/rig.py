@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.demo import demo_payloads, submitted_event
 from deploy.local.department import DepartmentReceiver
@@ -54,6 +56,7 @@ from shared.events import (
 from shared.kafka import make_producer
 from shared.settings import DEFAULT_CITIES_DIR
 from shared.topics import Topic, TopicNames, ensure_topics, partitions_for
+from tests.faults.proxy import FlakyProxy
 from tests.helpers import fetch
 
 DISPATCHED = EventType.CASE_DISPATCHED.value
@@ -98,6 +101,12 @@ class FaultInfra:
 
     def database_url(self, name: str) -> str:
         return self.postgres.url(name)
+
+    def ensure_up(self) -> None:
+        """Start whatever a failed test left stopped, so the next test finds both up."""
+        for server in (self.postgres, self.broker):
+            if server.process is None or not server.process.alive():
+                server.start()
 
 
 class Receiver(DepartmentReceiver):
@@ -224,19 +233,32 @@ class Rig:
         self.poison: list[Poison] = []
         self.marks: dict[str, float] = {}
         self.services = ServiceSet(workdir / "logs", {})
-        self.receiver: Receiver | None = None
-        self.proxy: Any = None
+        self._receiver: Receiver | None = None
+        self._proxy: FlakyProxy | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.pack = workdir / "cities" / "demo-zh"
+        self.notify_config: NotifyConfig | None = None
         self._timeouts = timeouts
         self._payloads = demo_payloads(seed=int(uuid.uuid4().int % 10_000))
         self._stream: asyncio.Task[None] | None = None
         self._stop_stream = asyncio.Event()
 
+    @property
+    def receiver(self) -> Receiver:
+        if self._receiver is None:
+            raise RuntimeError("rig not started")
+        return self._receiver
+
+    @property
+    def proxy(self) -> FlakyProxy:
+        """The flaky department's endpoint."""
+        if self._proxy is None:
+            raise RuntimeError("rig not started")
+        return self._proxy
+
     # --- bring-up and tear-down --------------------------------------------------------
 
     async def start(self) -> None:
-        from tests.faults.proxy import FlakyProxy
-
         admin = await asyncpg.connect(self.infra.database_url("postgres"))
         try:
             await admin.execute(f'CREATE DATABASE "{self.database}"')
@@ -246,19 +268,19 @@ class Rig:
         secrets_file = self.workdir / "secrets.yaml"
         departments = list(load_pack(DEFAULT_CITIES_DIR / "demo-zh").departments)
         secrets = write_secrets(secrets_file, departments)
-        self.receiver = Receiver(
+        self._receiver = Receiver(
             secrets=secrets, escalation_url=self.services.url("escalation"), silent=self.silent
         )
-        await self.receiver.start()
-        self.proxy = FlakyProxy(target_port=self.receiver.port)
-        await self.proxy.up()
-        direct, flaky = self.receiver.url, self.proxy.url
+        await self._receiver.start()
+        self._proxy = FlakyProxy(target_port=self._receiver.port)
+        await self._proxy.up()
+        direct, flaky = self._receiver.url, self._proxy.url
         self.pack = prepare_pack(
             self.workdir / "cities",
             lambda d: flaky if d == self.flaky_department else direct,
             self._timeouts,
         )
-        self.notify_config: NotifyConfig = load_notify_config(load_pack(self.pack))
+        self.notify_config = load_notify_config(load_pack(self.pack))
         self.services.env = {
             "CIVIC_KAFKA_BOOTSTRAP": self.infra.bootstrap,
             "CIVIC_DATABASE_URL": self.database_url,
@@ -284,10 +306,10 @@ class Rig:
         if self.producer is not None:
             await self.producer.stop()
         await asyncio.to_thread(self.services.stop)
-        if self.proxy is not None:
-            await self.proxy.down()
-        if self.receiver is not None:
-            await self.receiver.stop()
+        if self._proxy is not None:
+            await self._proxy.down()
+        if self._receiver is not None:
+            await self._receiver.stop()
         if failed:
             for service in SERVICES:
                 print(f"\n----- {service} log (tail) -----")
@@ -386,14 +408,23 @@ class Rig:
             await asyncio.sleep(0.2)
 
     def dispatched_count(self) -> int:
-        assert self.receiver is not None
         return len(self.receiver.lead_arrivals())
 
     def caught_up(self, before: float) -> bool:
         """Every request published before ``before`` has reached its lead."""
-        assert self.receiver is not None
         reached = self.receiver.lead_arrivals()
         return all(p.source_ref in reached for p in self.published.values() if p.at <= before)
+
+    async def metric(self, service: str, name: str, **labels: str) -> float:
+        """The sum of a service's metric samples named ``name`` with these labels."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(f"{self.services.url(service)}/metrics")
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
 
     async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
         return await fetch(self.database_url, query, *args)
@@ -413,7 +444,6 @@ class Rig:
     async def settle(self, timeout: float = 180) -> float:
         """Wait until the stream's work is done: every request at its lead, every silent
         case at the top of the ladder, nothing left in an outbox or the delivery queue."""
-        assert self.receiver is not None
         receiver = self.receiver
 
         def escalated_to_top() -> set[str]:
@@ -442,7 +472,6 @@ class Rig:
 
     async def verify(self) -> Findings:
         """Everything the issue promises, as the receivers saw it."""
-        assert self.receiver is not None
         findings = Findings()
         events = await self._case_events()
         await self._check_requests(findings, events)
@@ -475,7 +504,6 @@ class Rig:
     async def _check_requests(
         self, findings: Findings, events: list[tuple[ConsumerRecord, CloudEvent]]
     ) -> None:
-        assert self.receiver is not None
         rows = await self.sql("SELECT source_ref FROM intake.requests")
         stored = Counter(row["source_ref"] for row in rows)
         expected = set(self.published)
@@ -505,7 +533,8 @@ class Rig:
         self, findings: Findings, events: list[tuple[ConsumerRecord, CloudEvent]]
     ) -> None:
         """Every event reached exactly its recipients, once each, in per-case order."""
-        assert self.receiver is not None
+        config = self.notify_config
+        assert config is not None
         holders: dict[str, tuple[str | None, list[str]]] = {}
         expected: set[tuple[str, str]] = set()
         position: dict[str, tuple[int, int]] = {}
@@ -521,7 +550,7 @@ class Rig:
                 holders[case_id] = (payload.lead, payload.cooperating)
             lead, cooperating = holders.get(case_id, (None, []))
             for department in recipients(event.type, payload, lead, cooperating):
-                if self.notify_config.subscribed(department, event.type):
+                if config.subscribed(department, event.type):
                     expected.add((event.id, department))
         got = Counter((r.event["id"], r.department) for r in self.receiver.received)
         twice = [pair for pair, n in got.items() if n > 1]
@@ -545,7 +574,6 @@ class Rig:
         )
 
     async def _check_escalations(self, findings: Findings) -> None:
-        assert self.receiver is not None
         seen: Counter[tuple[str, str, int, int]] = Counter()
         for item in self.receiver.of_type(ESCALATED):
             data = CaseEscalated.model_validate(item.event["data"])
@@ -619,7 +647,6 @@ class Rig:
         )
 
     def _latency_figures(self, findings: Findings) -> None:
-        assert self.receiver is not None
         reached = self.receiver.lead_arrivals()
         latencies = [
             reached[p.source_ref][0] - p.at
@@ -636,7 +663,6 @@ class Rig:
     def catch_up_after(self, repaired: float) -> float:
         """Seconds from ``repaired`` until the last request published before it reached its
         lead (0 if nothing was held up)."""
-        assert self.receiver is not None
         reached = self.receiver.lead_arrivals()
         held = [
             reached[p.source_ref][0]

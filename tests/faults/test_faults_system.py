@@ -106,7 +106,6 @@ async def test_department_endpoint_down_30s_gets_everything_once_when_back(
 ) -> None:
     rig = await make_rig(flaky="community_committee")
     await warm_up(rig)
-    assert rig.receiver is not None
     others_before = len(rig.receiver.received)
     went_down = rig.mark("endpoint down")
     await rig.proxy.down()
@@ -114,20 +113,19 @@ async def test_department_endpoint_down_30s_gets_everything_once_when_back(
     delivered_meanwhile = [
         r for r in rig.receiver.received[others_before:] if r.department != rig.flaky_department
     ]
-    refused_during = rig.proxy.connections
     await rig.proxy.up()
     repaired = rig.mark("endpoint up")
-
-    def flaky_caught_up() -> bool:
-        return rig.caught_up(repaired)
-
-    await rig.until(flaky_caught_up, 180, "the endpoint's backlog")
-    # Other departments were not held back by the dead one.
+    await rig.until(lambda: rig.caught_up(repaired), 180, "the endpoint's backlog")
+    # notify felt the outage (its breaker opened) and held back nobody else meanwhile.
+    opened = await rig.metric(
+        "notify", "civicroute_notify_breaker_opened_total", department=rig.flaky_department
+    )
+    assert opened >= 1
     assert delivered_meanwhile, "no other department received anything during the outage"
     figures = {
         "down_s": round(repaired - went_down, 1),
+        "breaker_opened": opened,
         "others_delivered_while_down": len(delivered_meanwhile),
-        "proxy_connections_before_up": refused_during,
         "caught_up_s": rig.catch_up_after(repaired),
     }
     await finish(rig, "department endpoint down 30 s", figures)
@@ -167,4 +165,12 @@ async def test_network_slow_endpoint_near_its_timeout_gets_everything_once(
     rig.proxy.response_delay = None
     repaired = rig.mark("endpoint fast again")
     await rig.until(lambda: rig.caught_up(repaired), 180, "the slow endpoint's backlog")
-    await finish(rig, "network-slow endpoint", {"caught_up_s": rig.catch_up_after(repaired)})
+    timeouts = await rig.metric(
+        "notify",
+        "civicroute_notify_delivery_attempts_total",
+        department=rig.flaky_department,
+        result="timeout",
+    )
+    assert timeouts >= 1, "no attempt timed out: the endpoint was not slow enough to matter"
+    figures = {"timed_out_attempts": timeouts, "caught_up_s": rig.catch_up_after(repaired)}
+    await finish(rig, "network-slow endpoint", figures)
