@@ -484,6 +484,10 @@ class Rig:
         )
         self._latency_figures(findings)
         signs = Counter(self.receiver.sign_results.values())
+        findings.check(
+            set(signs) <= {200},
+            f"sign-for callbacks did not all end accepted: {dict(signs)} (status: count)",
+        )
         findings.figures["sign_for_answers"] = {str(k): v for k, v in sorted(signs.items())}
         return findings
 
@@ -636,6 +640,7 @@ class Rig:
             if where in bodies and bodies[where] != (p.value or b"")
         ]
         findings.check(not wrong, f"dead letters do not hold the original bytes of {wrong}")
+        findings.figures["poison_messages"] = len(self.poison)
         findings.figures["dead_letters"] = len(letters)
         findings.figures["dead_letters_repeated_on_the_wire"] = len(records) - len(letters)
 

@@ -150,7 +150,7 @@ async def test_poison_messages_interleaved_go_to_dead_letters_and_nothing_else(
     for raw in (encode(event), encode(event), encode(submitted_event(repeated)[1])):
         await rig.send(key.encode(), raw)
     rig.note_published(repeated["source_ref"])
-    await finish(rig, "poison messages", {"poison_sent": len(rig.poison)})
+    await finish(rig, "poison messages", {})
 
 
 async def test_network_slow_endpoint_near_its_timeout_gets_everything_once(
