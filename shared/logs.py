@@ -133,7 +133,9 @@ def configure_logging(service: str, level: str = "info") -> None:
             structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        # One write per line (print() makes two: the text, then the newline), so services
+        # that share a stdout (make run, a container's log pipe) never splice their lines.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
         cache_logger_on_first_use=True,
     )
     # Libraries log through stdlib logging; route them through the same JSON and mask.

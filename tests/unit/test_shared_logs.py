@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -77,6 +78,26 @@ def test_a_real_log_line_is_json_and_masked() -> None:
     assert "1391234" not in out
     assert "13700000000" not in out
     assert lines[1]["level"] == "warning"
+
+
+def test_services_sharing_one_stdout_never_splice_their_log_lines() -> None:
+    # make run: four services write to one pipe, unbuffered; each line must stay whole.
+    code = (
+        "from shared.logs import configure_logging; import structlog;"
+        "configure_logging('intake'); log = structlog.get_logger();"
+        "[log.info('case accepted', case_id=f'CR{n:06d}', note='x' * 300) for n in range(1500)]"
+    )
+    read, write = os.pipe()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    writers = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=write, env=env) for _ in range(4)
+    ]
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        lines = pipe.read().splitlines()
+    assert [p.wait(60) for p in writers] == [0, 0, 0, 0]
+    assert len(lines) == 6000
+    assert all(json.loads(line)["event"] == "case accepted" for line in lines)
 
 
 def _record(name: str, msg: str, *args: object) -> logging.LogRecord:
