@@ -395,9 +395,11 @@ class Rig:
     async def until(
         self, check: Callable[[], bool | Awaitable[bool]], timeout: float, what: str
     ) -> float:
-        """Poll ``check`` until true; returns the seconds it took. Fails after ``timeout``."""
+        """Poll ``check`` until true; returns the seconds it took. Fails after ``timeout``,
+        or at once when a service process has exited (no fault may stop a service)."""
         began = self.now()
         while True:
+            self.services_alive()
             value = check()
             if asyncio.iscoroutine(value):
                 value = await value
@@ -406,6 +408,14 @@ class Rig:
             if self.now() - began > timeout:
                 raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
             await asyncio.sleep(0.2)
+
+    def services_alive(self) -> None:
+        for service, proc in self.services.procs.items():
+            if not proc.alive():
+                raise AssertionError(
+                    f"{service} exited with {proc.popen.returncode}:\n"
+                    + tail(self.services.log_file(service), 20)
+                )
 
     def dispatched_count(self) -> int:
         return len(self.receiver.lead_arrivals())
