@@ -89,6 +89,8 @@ class RepeatLimiter(logging.Filter):
     Messages are alike when they share logger, level and format string.
     """
 
+    MAX_KINDS = 1000
+
     def __init__(
         self,
         prefixes: tuple[str, ...] = ("aiokafka",),
@@ -107,6 +109,8 @@ class RepeatLimiter(logging.Filter):
         key = (record.name, record.levelno, str(record.msg))
         now = self._clock()
         shown = self._runs.get(key)
+        if shown is None and len(self._runs) >= self.MAX_KINDS:
+            self._runs.clear()  # a library formatting its own lines: forget, stay bounded
         if shown is not None and now - shown[0] < self._window:
             self._runs[key] = (shown[0], shown[1] + 1)
             return False
