@@ -36,6 +36,10 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
+    # The connection broke mid-exchange (the server crashed while a query or its rollback
+    # was under way): "cannot switch to state …; another operation is in progress". The
+    # pool drops that connection; the next attempt gets a fresh one.
+    asyncpg.InternalClientError,
 )
 
 

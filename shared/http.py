@@ -17,11 +17,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from shared.db import TRANSIENT_DB_ERRORS
 from shared.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+# What a client is told to wait before trying again while the database is unreachable.
+RETRY_AFTER_SECONDS = 2
 
 
 def create_app(
@@ -68,6 +71,19 @@ def create_app(
             for item in error.errors()
         ]
         return JSONResponse({"detail": detail}, status_code=422)
+
+    async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
+        # The database restarting is not the client's fault nor a bug: nothing was changed
+        # (the transaction did not commit), so the same request may simply be sent again.
+        log.warning("database unavailable", path=request.url.path, error=repr(error))
+        return JSONResponse(
+            {"detail": "the database is unavailable; nothing was changed, try again shortly"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    for error_type in TRANSIENT_DB_ERRORS:
+        app.add_exception_handler(error_type, database_unavailable)
 
     return app
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -83,6 +84,18 @@ class Inbound:
 Handler = Callable[[Sequence[Inbound]], Awaitable[None]]
 
 
+# Names dead letters: one message dead-lettered by one service always gets the same id.
+_DEAD_LETTER_IDS = uuid.uuid5(uuid.NAMESPACE_URL, "urn:civicroute:deadletter")
+
+
+def dead_letter_id(service: str, record: ConsumerRecord) -> str:
+    """A message redelivered after a crash or a stop before its offset was committed is
+    dead-lettered again; the same id lets readers of deadletter.v1 drop the repeat, as
+    they drop any redelivered event."""
+    where = f"{service}/{record.topic}/{record.partition}/{record.offset}"
+    return str(uuid.uuid5(_DEAD_LETTER_IDS, where))
+
+
 class DeadLetters:
     """Writes unprocessable messages to ``deadletter.v1``, keyed by their original key."""
 
@@ -110,6 +123,7 @@ class DeadLetters:
             source=f"/civicroute/{self._service}",
             subject=None,
             data=payload,
+            event_id=dead_letter_id(self._service, record),
         )
         await self._producer.send_and_wait(self._topic, encode(event), key=record.key)
         self._total.labels(record.topic, reason_label(reason)).inc()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+import time
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -79,6 +80,46 @@ def _dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
+class RepeatLimiter(logging.Filter):
+    """Lets one of a run of like library messages through per ``window`` seconds.
+
+    While the broker is down aiokafka logs each refused connection and failed fetch,
+    some hundred ERROR lines a second per process; one line per message kind every
+    ``window`` seconds, saying how many like it were held back, tells ops as much.
+    Messages are alike when they share logger, level and format string.
+    """
+
+    MAX_KINDS = 1000
+
+    def __init__(
+        self,
+        prefixes: tuple[str, ...] = ("aiokafka",),
+        window: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._prefixes = prefixes
+        self._window = window
+        self._clock = clock
+        self._runs: dict[tuple[str, int, str], tuple[float, int]] = {}  # → (shown at, held)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._prefixes):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        shown = self._runs.get(key)
+        if shown is None and len(self._runs) >= self.MAX_KINDS:
+            self._runs.clear()  # a library formatting its own lines: forget, stay bounded
+        if shown is not None and now - shown[0] < self._window:
+            self._runs[key] = (shown[0], shown[1] + 1)
+            return False
+        self._runs[key] = (now, 0)
+        if shown is not None and shown[1]:
+            record.msg = f"{record.msg} (+{shown[1]} like it since the last one shown)"
+        return True
+
+
 def configure_logging(service: str, level: str = "info") -> None:
     """JSON lines on stdout: one object per event, with ``service`` on every line."""
     numeric = logging.getLevelName(level.upper())
@@ -96,8 +137,8 @@ def configure_logging(service: str, level: str = "info") -> None:
             structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        # One write per line (message and newline together): processes sharing a pipe never
-        # interleave halves of their lines.
+        # One write per line (print() makes two: the text, then the newline), so services
+        # that share a stdout (make run, a container's log pipe) never splice their lines.
         logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
         cache_logger_on_first_use=True,
     )
@@ -114,6 +155,7 @@ def configure_logging(service: str, level: str = "info") -> None:
             foreign_pre_chain=[*shared_processors, structlog.stdlib.add_logger_name],
         )
     )
+    handler.addFilter(RepeatLimiter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.INFO))

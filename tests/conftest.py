@@ -9,6 +9,7 @@ tansu broker, and tests marked ``kafka`` (real Kafka semantics) then skip.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 
 from deploy.local.kafka import KafkaBroker, TansuBroker
 from deploy.local.postgres import PostgresServer
@@ -45,6 +47,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "kafka" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """Code under test may call configure_logging (the router's CLI tools do), which binds
+    logs to this test's captured stdout; put the configuration back afterwards, so a later
+    test never logs into a stream that is closed by then."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Keep each phase's report on the item, so fixtures can tell a failed test at teardown."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer
 
 from shared.events import CloudEvent, decode
@@ -47,3 +48,12 @@ async def read_topic(bootstrap: str, topic: str, timeout_ms: int = 3000) -> list
                 records.extend(decode(m.value) for m in messages)
     finally:
         await consumer.stop()
+
+
+async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    """Run one query on a connection of its own (a test's view of a service's database)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()

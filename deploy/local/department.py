@@ -134,6 +134,12 @@ class DepartmentReceiver:
                 headers = sign(self.secrets[department], f"cb_{uuid.uuid4().hex}", body)
                 headers["content-type"] = "application/json"
                 continue
+            if response.status_code == 429 or response.status_code >= 500:
+                # Unavailable for now (a database restart answers 503): the same callback
+                # again, same webhook-id, so it counts once if the first one got through.
+                self.sign_results[case_id] = response.status_code
+                await asyncio.sleep(0.2 * (attempt + 1))
+                continue
             self.sign_results[case_id] = response.status_code
             log.info(
                 "department signed",

@@ -39,7 +39,7 @@ from shared.events import (
 from shared.kafka import make_producer
 from shared.topics import Topic, TopicNames
 from tests.conftest import Infra
-from tests.helpers import eventually
+from tests.helpers import eventually, fetch
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 OPERATOR_KEY = "ck_operator-test-key"
@@ -85,11 +85,7 @@ class RouterProcess:
         return [e.data for e in await self.events() if e.type == kind and e.subject == case_id]
 
     async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
+        return await fetch(self.database_url, query, *args)
 
 
 @pytest.fixture

@@ -60,17 +60,24 @@ async def producer(infra: Infra) -> AsyncIterator[AIOKafkaProducer]:
 class Recorder:
     """A handler that stores events durably, the way services do (inbox + state in one tx)."""
 
-    def __init__(self, pool: asyncpg.Pool, fail_times: int = 0, poison_note: str | None = None):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        fail_times: int = 0,
+        poison_note: str | None = None,
+        failure: Exception | None = None,
+    ):
         self.pool = pool
         self.fail_times = fail_times
         self.poison_note = poison_note
+        self.failure = failure or ConnectionResetError("database went away")
         self.calls = 0
 
     async def __call__(self, batch: Sequence[Inbound]) -> None:
         self.calls += 1
         if self.fail_times > 0:
             self.fail_times -= 1
-            raise ConnectionResetError("database went away")
+            raise self.failure
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await claim_new_events(conn, [i.event.id for i in batch])
             for item in batch:
@@ -193,12 +200,27 @@ async def test_poison_messages_are_dead_lettered_with_reason_and_bytes_and_the_r
     assert await committed(infra, topics) == 14  # every offset, poison included, is behind us
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ConnectionResetError("database went away"),
+        asyncpg.CannotConnectNowError("the database system is in recovery mode"),
+        # What a query on a connection whose server crashed mid-exchange raises.
+        asyncpg.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        ),
+    ],
+)
 async def test_transient_failures_are_retried_until_the_work_is_done(
-    infra: Infra, topics: TopicNames, producer: AIOKafkaProducer, pool: asyncpg.Pool
+    infra: Infra,
+    topics: TopicNames,
+    producer: AIOKafkaProducer,
+    pool: asyncpg.Pool,
+    failure: Exception,
 ) -> None:
     for n in range(5):
         await producer.send_and_wait(topics(Topic.CASE_EVENTS), signed(f"C{n}"), key=b"k")
-    handler = Recorder(pool, fail_times=3)
+    handler = Recorder(pool, fail_times=4, failure=failure)
     async with running(runtime_for(infra, topics, producer, handler)):
         await eventually(seen(pool, 5), message="work done after retries")
     assert handler.calls >= 4
@@ -231,6 +253,26 @@ async def test_offsets_are_not_committed_before_the_work_is_durable(
     # The next consumer in the group gets every message again and finishes the work.
     async with running(runtime_for(infra, topics, producer, Recorder(pool))):
         await eventually(seen(pool, 4), message="redelivered and done")
+
+
+async def test_a_poison_message_redelivered_before_its_commit_is_dead_lettered_under_one_id(
+    infra: Infra, topics: TopicNames, producer: AIOKafkaProducer, pool: asyncpg.Pool
+) -> None:
+    topic = topics(Topic.CASE_EVENTS)
+    await producer.send_and_wait(topic, b"{broken json", key=b"poison")
+    await producer.send_and_wait(topic, signed("C1"), key=b"C1")
+    # The database is down: the poison is dead-lettered, the good one waits, and the
+    # consumer stops (a deploy) before the batch's offsets could be committed.
+    stuck = Recorder(pool, fail_times=10_000)
+    async with running(runtime_for(infra, topics, producer, stuck)):
+        await eventually(lambda: stuck.calls >= 2, message="attempts")
+    assert await committed(infra, topics) == 0
+    async with running(runtime_for(infra, topics, producer, Recorder(pool))):
+        await eventually(seen(pool, 1), message="the good one, redelivered")
+    letters = [decode(v) for v in await read_all(infra, topics(Topic.DEADLETTER), 2)]
+    assert len(letters) == 2  # at least once on the wire ...
+    assert len({letter.id for letter in letters}) == 1  # ... and one event to its readers
+    assert {letter.data["offset"] for letter in letters} == {0}
 
 
 async def test_two_replicas_share_the_work_and_every_event_is_processed_once(

@@ -20,7 +20,7 @@ from shared.citypack import load_pack
 from shared.kafka import make_producer
 from shared.topics import Topic, TopicNames
 from tests.conftest import Infra
-from tests.helpers import read_topic
+from tests.helpers import fetch, read_topic
 
 
 @dataclass
@@ -37,11 +37,7 @@ class System:
         return await publish(self.producer, self.topics(Topic.CITIZEN_REQUESTS), payload)
 
     async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
+        return await fetch(self.database_url, query, *args)
 
     async def read_topic(self, topic: Topic, timeout_ms: int = 3000) -> list[Any]:
         """Everything on ``topic`` so far, decoded (a fresh consumer, no group)."""
@@ -126,10 +122,3 @@ async def make_system(
             for service in SERVICES:
                 log_tail = tail(system.services.log_file(service), 30)
                 print(f"\n----- {service} log (tail) -----\n{log_tail}")
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
 
 import pytest
 
-from shared.logs import MASK, mask_text, mask_value
+from shared.logs import MASK, RepeatLimiter, mask_text, mask_value
 
 
 @pytest.mark.parametrize(
@@ -76,3 +78,49 @@ def test_a_real_log_line_is_json_and_masked() -> None:
     assert "1391234" not in out
     assert "13700000000" not in out
     assert lines[1]["level"] == "warning"
+
+
+def test_services_sharing_one_stdout_never_splice_their_log_lines() -> None:
+    # make run: four services write to one pipe, unbuffered; each line must stay whole.
+    code = (
+        "from shared.logs import configure_logging; import structlog;"
+        "configure_logging('intake'); log = structlog.get_logger();"
+        "[log.info('case accepted', case_id=f'CR{n:06d}', note='x' * 300) for n in range(1500)]"
+    )
+    read, write = os.pipe()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    writers = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=write, env=env) for _ in range(4)
+    ]
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        lines = pipe.read().splitlines()
+    assert [p.wait(60) for p in writers] == [0, 0, 0, 0]
+    assert len(lines) == 6000
+    assert all(json.loads(line)["event"] == "case accepted" for line in lines)
+
+
+def _record(name: str, msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+
+
+def test_a_flood_of_like_kafka_errors_shows_one_line_per_window_with_the_count_held_back() -> None:
+    now = [0.0]
+    limiter = RepeatLimiter(window=10, clock=lambda: now[0])
+    template = "Unable connect to node with id %s: %s"
+    shown = []
+    for tick in range(300):  # 30 s of a refused broker, ten a second
+        now[0] = tick / 10
+        record = _record("aiokafka.client", template, 1, f"refused #{tick}")
+        if limiter.filter(record):
+            shown.append(record.getMessage())
+    assert len(shown) == 3
+    assert shown[0] == "Unable connect to node with id 1: refused #0"
+    assert shown[1] == (
+        "Unable connect to node with id 1: refused #100 (+99 like it since the last one shown)"
+    )
+    # Another kind of message, and other libraries, are not held back by it.
+    assert limiter.filter(_record("aiokafka.client", "Unable to update metadata from %s", [1]))
+    assert all(
+        limiter.filter(_record("uvicorn.error", "Exception in ASGI application")) for _ in "xy"
+    )
