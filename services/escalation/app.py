@@ -330,18 +330,20 @@ class Escalation:
             await sleep_or_stop(stop, wait)
 
     async def fire_due_timers(self) -> int:
-        """Claim a batch of due timers and act on each; returns how many were claimed."""
-        fired: list[tuple[str, str, int, datetime]] = []
+        """Claim a batch of due timers and act on them; returns how many were claimed.
+
+        The batch is written with a handful of set-based statements, not a few per timer: a
+        burst of thousands of timers due in one second must not wait on round trips.
+        """
         breached: list[tuple[str, str]] = []
         lateness: list[float] = []
-        sla_ladder = self.pack.sla.ladder
         async with self.pool.acquire() as conn, conn.transaction():
             timers = await store.claim_due_timers(conn, self.settings.timer_batch)
             if not timers:
                 return 0
             now = utcnow()
             await store.delete_timers(conn, [t["timer_id"] for t in timers])
-            messages = []
+            live: list[tuple[Case, Clock, ladder.TimerSpec, datetime]] = []
             for timer in timers:
                 case = store.case_from_row(timer)
                 clock = Clock(timer["clock"])
@@ -356,37 +358,8 @@ class Escalation:
                     ):
                         breached.append((case.lead, clock.value))
                     continue
-                if not await store.record_escalation(
-                    conn, case.case_id, case.lead, clock.value, deadline, spec, now
-                ):
-                    continue
-                payload = CaseEscalated(
-                    case_id=case.case_id,
-                    department=case.lead,
-                    clock=clock,
-                    level=spec.level,
-                    repeat=spec.repeat,
-                    due_at=deadline,
-                    fired_at=now,
-                    targets=ladder.targets_of(sla_ladder, spec.level),
-                )
-                event = self.event(EventType.CASE_ESCALATED, case.case_id, payload)
-                messages.append((self.topics(Topic.CASE_EVENTS), case.case_id, event))
-                await store.append_timeline(
-                    conn,
-                    case.case_id,
-                    [_timeline_entry(EventType.CASE_ESCALATED, payload, now)],
-                )
-                await store.raise_level(conn, case.case_id, spec.level)
-                await store.arm(
-                    conn,
-                    case.case_id,
-                    clock,
-                    deadline,
-                    ladder.next_timers(sla_ladder, deadline, spec, now),
-                )
-                fired.append((case.case_id, case.lead, spec.level, clock.value))
-            await enqueue(conn, self.schema, messages)
+                live.append((case, clock, spec, deadline))
+            fired = await self._escalate(conn, live, now)
         for seconds in lateness:
             self.lateness.observe(seconds)
         for department, clock_name in breached:
@@ -397,6 +370,64 @@ class Escalation:
                 "case escalated", case_id=case_id, department=lead, level=level, clock=clock_name
             )
         return len(timers)
+
+    async def _escalate(
+        self,
+        conn: asyncpg.Connection,
+        live: list[tuple[Case, Clock, ladder.TimerSpec, datetime]],
+        now: datetime,
+    ) -> list[tuple[str, str, int, str]]:
+        """Record, announce and re-arm the escalations of live timers not fired before."""
+        recorded = await store.record_escalations(
+            conn,
+            [
+                (
+                    case.case_id,
+                    clock.value,
+                    deadline,
+                    spec.level,
+                    spec.repeat,
+                    spec.due_at,
+                    now,
+                    case.lead or "",
+                )
+                for case, clock, spec, deadline in live
+            ],
+        )
+        sla_ladder = self.pack.sla.ladder
+        fired: list[tuple[str, str, int, str]] = []
+        messages = []
+        entries = []
+        levels: dict[str, int] = {}
+        rearm: list[tuple[str, Clock, datetime, ladder.TimerSpec]] = []
+        for case, clock, spec, deadline in live:
+            key = (case.case_id, clock.value, deadline, spec.level, spec.repeat)
+            if key not in recorded or case.lead is None:
+                continue
+            payload = CaseEscalated(
+                case_id=case.case_id,
+                department=case.lead,
+                clock=clock,
+                level=spec.level,
+                repeat=spec.repeat,
+                due_at=deadline,
+                fired_at=now,
+                targets=ladder.targets_of(sla_ladder, spec.level),
+            )
+            event = self.event(EventType.CASE_ESCALATED, case.case_id, payload)
+            messages.append((self.topics(Topic.CASE_EVENTS), case.case_id, event))
+            entries.append((case.case_id, *_timeline_entry(EventType.CASE_ESCALATED, payload, now)))
+            levels[case.case_id] = max(levels.get(case.case_id, 0), spec.level)
+            rearm += [
+                (case.case_id, clock, deadline, following)
+                for following in ladder.next_timers(sla_ladder, deadline, spec, now)
+            ]
+            fired.append((case.case_id, case.lead, spec.level, clock.value))
+        await store.append_timelines(conn, entries)
+        await store.raise_levels(conn, levels)
+        await store.arm_many(conn, rearm)
+        await enqueue(conn, self.schema, messages)
+        return fired
 
     # --- gauges --------------------------------------------------------------------------------
 

@@ -147,14 +147,6 @@ async def save_case(conn: asyncpg.Connection, case: Case) -> None:
     )
 
 
-async def raise_level(conn: asyncpg.Connection, case_id: str, level: int) -> None:
-    await conn.execute(
-        "UPDATE cases SET level = greatest(level, $2), updated_at = now() WHERE case_id = $1",
-        case_id,
-        level,
-    )
-
-
 # --- timeline ------------------------------------------------------------------------------
 
 
@@ -224,32 +216,72 @@ async def next_due(conn: asyncpg.Connection) -> datetime | None:
     return await conn.fetchval("SELECT min(due_at) FROM timers")
 
 
-async def record_escalation(
+async def record_escalations(
     conn: asyncpg.Connection,
-    case_id: str,
-    department: str,
-    clock: str,
-    deadline: datetime,
-    spec: TimerSpec,
-    fired_at: datetime,
-) -> bool:
-    """False if this very timer already fired (the guard against firing twice)."""
-    inserted = await conn.fetchval(
+    rows: list[tuple[str, str, datetime, int, int, datetime, datetime, str]],
+) -> set[tuple[str, str, datetime, int, int]]:
+    """Insert (case, clock, deadline, level, repeat, due, fired, department) rows at once.
+
+    Returns the (case, clock, deadline, level, repeat) keys actually inserted: a timer whose
+    escalation is already recorded fired before and must not fire again.
+    """
+    if not rows:
+        return set()
+    inserted = await conn.fetch(
         """
         INSERT INTO escalations (case_id, clock, deadline, level, repeat, due_at, fired_at,
                                  department)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        ON CONFLICT DO NOTHING RETURNING true""",
-        case_id,
-        clock,
-        deadline,
-        spec.level,
-        spec.repeat,
-        spec.due_at,
-        fired_at,
-        department,
+        SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[], $5::int[],
+                             $6::timestamptz[], $7::timestamptz[], $8::text[])
+        ON CONFLICT DO NOTHING
+        RETURNING case_id, clock, deadline, level, repeat""",
+        *(list(column) for column in zip(*rows, strict=True)),
     )
-    return bool(inserted)
+    return {(r["case_id"], r["clock"], r["deadline"], r["level"], r["repeat"]) for r in inserted}
+
+
+async def raise_levels(conn: asyncpg.Connection, levels: dict[str, int]) -> None:
+    """raise_level for many cases in one statement."""
+    if not levels:
+        return
+    await conn.execute(
+        """
+        UPDATE cases SET level = greatest(cases.level, raised.level), updated_at = now()
+        FROM unnest($1::text[], $2::int[]) AS raised(case_id, level)
+        WHERE cases.case_id = raised.case_id""",
+        list(levels),
+        list(levels.values()),
+    )
+
+
+async def append_timelines(
+    conn: asyncpg.Connection,
+    entries: list[tuple[str, datetime, str, str | None, str | None, dict[str, Any]]],
+) -> None:
+    """append_timeline for many cases: (case_id, at, type, department, actor, detail)."""
+    if entries:
+        await conn.executemany(
+            "INSERT INTO timeline (case_id, at, type, department, actor, detail)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            entries,
+        )
+
+
+async def arm_many(
+    conn: asyncpg.Connection, timers: list[tuple[str, Clock, datetime, TimerSpec]]
+) -> None:
+    """arm for many cases: (case_id, clock, deadline, timer)."""
+    if timers:
+        await conn.executemany(
+            """
+            INSERT INTO timers (case_id, clock, level, repeat, deadline, due_at)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (case_id, clock, deadline, level, repeat) DO NOTHING""",
+            [
+                (case_id, clock.value, t.level, t.repeat, deadline, t.due_at)
+                for case_id, clock, deadline, t in timers
+            ],
+        )
 
 
 async def record_breach(
