@@ -66,6 +66,12 @@ class EscalationSettings(CommonSettings):
     http_port: int = 8003
     timer_batch: int = Field(default=500, ge=1, le=10_000)
     timer_poll_seconds: float = Field(default=0.25, gt=0, le=10)
+    timer_workers: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Timer loops per replica: while one waits on PostgreSQL another prepares",
+    )
     metrics_refresh_seconds: float = Field(
         default=15, gt=0, description="How often the case and rate gauges are recomputed"
     )
@@ -366,8 +372,16 @@ class Escalation:
             self.breaches.labels(department, clock_name).inc()
         for case_id, lead, level, clock_name in fired:
             self.escalations.labels(str(level), lead, clock_name).inc()
-            log.warning(
+            log.info(
                 "case escalated", case_id=case_id, department=lead, level=level, clock=clock_name
+            )
+        if fired or breached:
+            # One warning per batch, not per case: a burst of thousands must not flood the log.
+            log.warning(
+                "timers fired",
+                escalated=len(fired),
+                breached=len(breached),
+                lateness_max_s=round(max(lateness), 3),
             )
         return len(timers)
 
@@ -395,6 +409,7 @@ class Escalation:
             ],
         )
         sla_ladder = self.pack.sla.ladder
+        targets = {spec.level: ladder.targets_of(sla_ladder, spec.level) for _, _, spec, _ in live}
         fired: list[tuple[str, str, int, str]] = []
         messages = []
         entries = []
@@ -412,7 +427,7 @@ class Escalation:
                 repeat=spec.repeat,
                 due_at=deadline,
                 fired_at=now,
-                targets=ladder.targets_of(sla_ladder, spec.level),
+                targets=targets[spec.level],
             )
             event = self.event(EventType.CASE_ESCALATED, case.case_id, payload)
             messages.append((self.topics(Topic.CASE_EVENTS), case.case_id, event))
@@ -492,7 +507,9 @@ async def run(
         escalation.handle_batch,
         accept={EventType.CASE_DISPATCHED, EventType.CASE_TRIAGED},
     )
-    service.add_loop("timers", escalation.timer_loop)
+    for worker in range(settings.timer_workers):
+        # SKIP LOCKED keeps their batches disjoint, case by case, as between replicas.
+        service.add_loop(f"timers-{worker}", escalation.timer_loop)
     service.add_loop("gauges", escalation.gauge_loop)
     service.app.include_router(api.make_router(escalation))
     return await service.run()

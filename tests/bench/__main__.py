@@ -42,6 +42,7 @@ from shared.topics import TopicNames, ensure_topics
 from tests.bench import load
 from tests.bench.figures import CpuMeter, percentile, rss_mb, summarise_flow
 from tests.bench.kafka_baseline import kafka_round_trip
+from tests.bench.profiles import start_profiles
 from tests.bench.timers import timer_burst
 
 NYC_SAMPLE = DEFAULT_CITIES_DIR / "nyc" / "examples" / "nyc311.csv"
@@ -49,7 +50,7 @@ NYC_SAMPLE = DEFAULT_CITIES_DIR / "nyc" / "examples" / "nyc311.csv"
 # Short clocks so that deadlines pass, and the ladder climbs, inside the run.
 BENCH_SLA = {
     "policies": {
-        name: {"sign_for": "20s", "contact": "40s", "resolve": "50s"}
+        name: {"sign_for": "30s", "contact": "45s", "resolve": "60s"}
         for name in ("emergency", "utilities", "general", "complex")
     },
     "ladder": [
@@ -89,6 +90,9 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=0.05,
         help="share of cases whose department never answers",
+    )
+    parser.add_argument(
+        "--timer-replicas", type=int, default=2, help="escalation processes firing the burst"
     )
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--skip-baseline", action="store_true")
@@ -217,7 +221,11 @@ class Bench:
                 f"({args.warmup:g}s warm-up)"
             )
             rss: dict[str, float] = {}
-            profiles = self._start_profiles(services, phase_dir) if args.profile else []
+            profiles = (
+                start_profiles(services.procs, phase_dir, args.warmup + args.duration)
+                if args.profile
+                else []
+            )
             meter = CpuMeter(self._pids(services, receiver), alone=frozenset({"bench"}))
             published, started = await _publish(
                 self.bootstrap, topics, schedule, services, rss, meter, args.warmup
@@ -257,36 +265,6 @@ class Bench:
             if thing.process is not None:
                 pids["kafka" if isinstance(thing, KafkaBroker) else "postgres"] = thing.process.pid
         return pids
-
-    def _start_profiles(self, services: ServiceSet, phase_dir: Path) -> list[Managed]:
-        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        if not Path(spy).exists():
-            say("py-spy not installed (pip install py-spy); no profiles")
-            return []
-        profiles = []
-        for name, proc in services.procs.items():
-            out = phase_dir / f"profile-{name}.txt"
-            profiles.append(
-                Managed.spawn(
-                    f"py-spy-{name}",
-                    [
-                        spy,
-                        "record",
-                        "--pid",
-                        str(proc.pid),
-                        "--format",
-                        "raw",
-                        "--rate",
-                        "50",
-                        "--duration",
-                        str(int(self.args.warmup + self.args.duration)),
-                        "-o",
-                        str(out),
-                    ],
-                    log_file=phase_dir / f"py-spy-{name}.log",
-                )
-            )
-        return profiles
 
 
 def _timezone_of(pack_dir: Path) -> dict[str, Any]:
@@ -440,7 +418,13 @@ async def main_async(bench: Bench) -> dict[str, Any]:
         say(f"timers: arming {args.timers} timers, {args.burst} due in the same second")
         database_url = await bench.fresh_database(f"bench_timers_{uuid.uuid4().hex[:8]}")
         result["timers"] = await timer_burst(
-            bench.bootstrap, database_url, args.timers, args.burst, bench.workdir / "timers"
+            bench.bootstrap,
+            database_url,
+            args.timers,
+            args.burst,
+            bench.workdir / "timers",
+            replicas=args.timer_replicas,
+            profile=args.profile,
         )
         say(f"timers: {orjson.dumps(result['timers']).decode()}")
     return {**_headline(flows, result, args), "sources": {k: _brief(v) for k, v in flows.items()}}

@@ -15,41 +15,56 @@ from typing import Any
 
 import asyncpg
 
+from deploy.local.procs import tail
 from deploy.local.stack import ServiceSet, write_secrets
 from shared.citypack import load_pack
 from shared.settings import DEFAULT_CITIES_DIR
 from shared.topics import TopicNames, ensure_topics
 from tests.bench.figures import percentile, rss_mb
+from tests.bench.profiles import start_profiles
 
 LEAD = "water_bureau"
 
 
 async def timer_burst(
-    bootstrap: str, database_url: str, total: int, burst: int, workdir: Path
+    bootstrap: str,
+    database_url: str,
+    total: int,
+    burst: int,
+    workdir: Path,
+    *,
+    replicas: int = 2,
+    profile: bool = False,
 ) -> dict[str, Any]:
+    """Fire the burst with ``replicas`` escalation processes sharing the database."""
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     topics = TopicNames(f"benchtimers{int(time.time())}.")
     await ensure_topics(bootstrap, topics, 6)
     secrets = workdir / "secrets.yaml"
     write_secrets(secrets, list(load_pack(DEFAULT_CITIES_DIR / "demo-zh").departments))
-    services = ServiceSet(
-        workdir,
-        {
-            "CIVIC_KAFKA_BOOTSTRAP": bootstrap,
-            "CIVIC_DATABASE_URL": database_url,
-            "CIVIC_CITY": "demo-zh",
-            "CIVIC_TOPIC_NAMESPACE": topics.namespace,
-            "CIVIC_SECRETS_FILE": str(secrets),
-            "CIVIC_LOG_LEVEL": "warning",
-        },
-    )
+    env = {
+        "CIVIC_KAFKA_BOOTSTRAP": bootstrap,
+        "CIVIC_DATABASE_URL": database_url,
+        "CIVIC_CITY": "demo-zh",
+        "CIVIC_TOPIC_NAMESPACE": topics.namespace,
+        "CIVIC_SECRETS_FILE": str(secrets),
+        "CIVIC_LOG_LEVEL": "warning",
+    }
+    # One ServiceSet per replica: each its own port and log file.
+    sets = [ServiceSet(workdir / f"replica-{n + 1}", env) for n in range(max(1, replicas))]
+    for replica in sets:
+        replica.workdir.mkdir(exist_ok=True)
+    services = sets[0]
     services.start("escalation", timeout=120)  # creates the schema
     services.stop("escalation")
     loaded = await _arm(database_url, total)
-    services.start("escalation", timeout=120)
+    for replica in sets:
+        replica.start("escalation", timeout=120)
     try:
         await asyncio.sleep(3)  # let it settle: connections, first polls
         due = datetime.now(UTC) + timedelta(seconds=5)
+        procs = {f"escalation-{n + 1}": r.procs["escalation"] for n, r in enumerate(sets)}
+        profiles = start_profiles(procs, workdir, 15) if profile else []
         conn = await asyncpg.connect(database_url)
         try:
             await conn.execute(
@@ -60,6 +75,12 @@ async def timer_burst(
                 fired = await conn.fetchval("SELECT count(*) FROM escalation.escalations")
                 if fired >= burst:
                     break
+                for replica in sets:
+                    if not replica.procs["escalation"].alive():
+                        raise RuntimeError(
+                            "escalation exited during the burst:\n"
+                            + tail(replica.log_file("escalation"))
+                        )
                 await asyncio.sleep(0.5)
             rows = await conn.fetch(
                 "SELECT extract(epoch FROM fired_at - $1::timestamptz) * 1000 AS ms"
@@ -69,6 +90,8 @@ async def timer_burst(
             remaining = await conn.fetchval("SELECT count(*) FROM escalation.timers")
         finally:
             await conn.close()
+        for spy in profiles:
+            await asyncio.to_thread(spy.popen.wait, 60)
         lateness = [max(0.0, float(r["ms"])) for r in rows]
         return {
             "armed": total,
@@ -79,10 +102,12 @@ async def timer_burst(
             "lateness_p99_ms": round(percentile(lateness, 99), 1) if lateness else None,
             "lateness_max_ms": round(max(lateness), 1) if lateness else None,
             "timers_left_armed": remaining,
-            "escalation_rss_mb": rss_mb(services.procs["escalation"].pid),
+            "replicas": len(sets),
+            "escalation_rss_mb": max(rss_mb(proc.pid) for proc in procs.values()),
         }
     finally:
-        services.stop()
+        for replica in sets:
+            replica.stop()
 
 
 def _case(n: int) -> str:

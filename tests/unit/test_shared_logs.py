@@ -9,8 +9,10 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shared.logs import MASK, RepeatLimiter, mask_text, mask_value
+from shared.logs import MASK, RepeatLimiter, mask_text, mask_text_fully, mask_value
 
 
 @pytest.mark.parametrize(
@@ -38,6 +40,15 @@ def test_personal_numbers_in_free_text_are_masked(text: str) -> None:
         "zhang.san",
     ):
         assert secret not in masked
+
+
+@settings(max_examples=2000)
+@given(
+    st.text(alphabet="0123456789 ()+-.@xX中a_", max_size=40)
+    | st.from_regex(r"(\+86 ?)?1[3-9]\d{9}|\(\d{3}\) \d{3}-\d{4}|\w+@\w+\.cn")
+)
+def test_the_quick_pre_screen_never_lets_through_what_the_full_mask_catches(text: str) -> None:
+    assert mask_text(text) == mask_text_fully(text)
 
 
 def test_case_ids_and_ordinary_numbers_survive() -> None:
