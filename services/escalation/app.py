@@ -155,34 +155,38 @@ class Escalation:
     def event(self, event_type: EventType, case_id: str, payload: BaseModel) -> CloudEvent:
         return new_event(event_type, source=self.source, subject=case_id, data=payload)
 
-    async def persist(
+    def record(
         self,
-        conn: asyncpg.Connection,
+        changes: store.Changes,
         before: Case | None,
         outcome: Outcome,
         inbound: tuple[datetime, str, dict[str, Any]] | None = None,
     ) -> None:
-        """Write what a decision changed: the case, its timers, its history, its events."""
+        """Add what a decision changed to ``changes``: the case, its timers, its history,
+        its events."""
         case = outcome.case
         if case != before:
-            await store.save_case(conn, case)
+            changes.save(case)
         for clock, deadline in outcome.clocks.items():
-            await store.disarm(conn, case.case_id, clock)
+            armed = None
             if deadline is not None:
-                await store.arm(
-                    conn, case.case_id, clock, deadline, ladder.arm(self.pack.sla.ladder, deadline)
-                )
-        entries = []
+                armed = (deadline, ladder.arm(self.pack.sla.ladder, deadline))
+            changes.set_clock(case.case_id, clock, armed)
         if inbound is not None:
             at, kind, detail = inbound
-            entries.append((at, kind, case.lead, None, detail))
-        messages = []
+            changes.timeline.append((case.case_id, at, kind, case.lead, None, detail))
         for event_type, payload in outcome.events:
             event = self.event(event_type, case.case_id, payload)
-            messages.append((self.topics(Topic.CASE_EVENTS), case.case_id, event))
-            entries.append(_timeline_entry(event_type, payload, event.time or utcnow()))
-        await store.append_timeline(conn, case.case_id, entries)
-        await enqueue(conn, self.schema, messages)
+            changes.events.append((self.topics(Topic.CASE_EVENTS), case.case_id, event))
+            entry = _timeline_entry(event_type, payload, event.time or utcnow())
+            changes.timeline.append((case.case_id, *entry))
+
+    async def persist(
+        self, conn: asyncpg.Connection, before: Case | None, outcome: Outcome
+    ) -> None:
+        changes = store.Changes()
+        self.record(changes, before, outcome)
+        await store.write_changes(conn, self.schema, changes)
 
     def observe(self, outcome: Outcome) -> None:
         """Metrics for a committed outcome."""
@@ -198,23 +202,32 @@ class Escalation:
     # --- dispatches and triage from the router -----------------------------------------------
 
     async def handle_batch(self, batch: Sequence[Inbound]) -> None:
+        """Apply the router's events in order, reading and writing the batch's cases with a
+        few statements: one round trip per event would bound the whole service."""
         applied: list[Outcome] = []
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await claim_new_events(conn, [item.event.id for item in batch])
-            for item in batch:
-                if item.event.id not in fresh:
-                    continue
-                outcome = await self._apply_router_event(conn, item.payload)
+            items = [item for item in batch if item.event.id in fresh]
+            cases: dict[str, Case | None] = dict(
+                await store.load_cases(conn, [_case_id(item.payload) for item in items])
+            )
+            changes = store.Changes()
+            for item in items:
+                case_id = _case_id(item.payload)
+                current = cases.get(case_id)
+                outcome = self._apply_router_event(changes, current, item.payload)
                 if outcome is not None:
+                    cases[case_id] = outcome.case
                     applied.append(outcome)
+            await store.write_changes(conn, self.schema, changes)
         for outcome in applied:
             self.observe(outcome)
+            self._warn_if_beyond_calendar(outcome.case)
 
-    async def _apply_router_event(
-        self, conn: asyncpg.Connection, payload: BaseModel
+    def _apply_router_event(
+        self, changes: store.Changes, current: Case | None, payload: BaseModel
     ) -> Outcome | None:
-        case_id = str(getattr(payload, "case_id", ""))
-        current = await store.load_case(conn, case_id, lock=True)
+        case_id = _case_id(payload)
         try:
             if isinstance(payload, CaseDispatched):
                 outcome = lifecycle.dispatch(current, payload, self.clocks)
@@ -244,9 +257,8 @@ class Escalation:
         if outcome.case == current:
             self.transitions.labels("router", "repeat").inc()
             return None  # an older or repeated dispatch
-        await self.persist(conn, current, outcome, inbound)
+        self.record(changes, current, outcome, inbound)
         self.transitions.labels("router", "accepted").inc()
-        self._warn_if_beyond_calendar(outcome.case)
         log.info(
             "case taken",
             case_id=case_id,
@@ -470,6 +482,10 @@ class Escalation:
             except TRANSIENT_DB_ERRORS as error:
                 log.warning("gauge refresh: database unavailable", error=repr(error))
             await sleep_or_stop(stop, self.settings.metrics_refresh_seconds)
+
+
+def _case_id(payload: BaseModel) -> str:
+    return str(getattr(payload, "case_id", ""))
 
 
 def _timeline_entry(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,8 @@ import asyncpg
 
 from services.escalation.ladder import TimerSpec
 from services.escalation.lifecycle import HELD, Case, Extension, State
-from shared.events import Clock, Rating
+from shared.events import Clock, CloudEvent, Rating
+from shared.outbox import enqueue
 
 _HELD = sorted(state.value for state in HELD)
 
@@ -62,6 +64,15 @@ async def load_case(conn: asyncpg.Connection, case_id: str, *, lock: bool) -> Ca
     return case_from_row(row) if row is not None else None
 
 
+async def load_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, Case]:
+    """The cases that exist among ``case_ids``, locked in a fixed order (no deadlocks)."""
+    rows = await conn.fetch(
+        "SELECT * FROM cases WHERE case_id = ANY($1::text[]) ORDER BY case_id FOR UPDATE",
+        sorted(set(case_ids)),
+    )
+    return {row["case_id"]: case_from_row(row) for row in rows}
+
+
 _CASE_COLUMNS = (
     "state, category, urgency, lead, cooperating, sla_policy, attempt, excluded, return_count,"
     " dispatched_at, sign_for_due, contact_due, resolve_due, signed_at, signed_by, contacted_at,"
@@ -104,30 +115,40 @@ def _case_values(case: Case) -> list[Any]:
     ]
 
 
-async def save_case(conn: asyncpg.Connection, case: Case) -> None:
-    """Write the case and its current assignment (the report's facts)."""
+_ASSIGNMENT_UPSERT = """
+    INSERT INTO assignments (case_id, attempt, department, category, urgency, state,
+        dispatched_at, sign_for_due, contact_due, resolve_due, signed_at, contacted_at,
+        resolved_at, overdue, rating, returned)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+    ON CONFLICT (case_id, attempt) DO UPDATE SET
+        state = EXCLUDED.state, resolve_due = EXCLUDED.resolve_due,
+        signed_at = EXCLUDED.signed_at, contacted_at = EXCLUDED.contacted_at,
+        resolved_at = EXCLUDED.resolved_at, overdue = EXCLUDED.overdue,
+        rating = EXCLUDED.rating, returned = assignments.returned OR EXCLUDED.returned"""
+
+
+def _case_upsert() -> str:
     columns = [c.strip() for c in _CASE_COLUMNS.split(",")]
     placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
-    await conn.execute(
+    return (
         f"INSERT INTO cases (case_id, {_CASE_COLUMNS}) VALUES ($1, {placeholders})"  # noqa: S608
-        f" ON CONFLICT (case_id) DO UPDATE SET {updates}, updated_at = now()",
-        case.case_id,
-        *_case_values(case),
+        f" ON CONFLICT (case_id) DO UPDATE SET {updates}, updated_at = now()"
     )
-    if case.lead is None or case.state is State.TRIAGE or case.dispatched_at is None:
-        return  # nobody holds it: no assignment to report on
-    await conn.execute(
-        """
-        INSERT INTO assignments (case_id, attempt, department, category, urgency, state,
-            dispatched_at, sign_for_due, contact_due, resolve_due, signed_at, contacted_at,
-            resolved_at, overdue, rating, returned)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-        ON CONFLICT (case_id, attempt) DO UPDATE SET
-            state = EXCLUDED.state, resolve_due = EXCLUDED.resolve_due,
-            signed_at = EXCLUDED.signed_at, contacted_at = EXCLUDED.contacted_at,
-            resolved_at = EXCLUDED.resolved_at, overdue = EXCLUDED.overdue,
-            rating = EXCLUDED.rating, returned = assignments.returned OR EXCLUDED.returned""",
+
+
+_CASE_UPSERT = _case_upsert()
+
+
+def holds_assignment(case: Case) -> bool:
+    """Whether a department holds the case (then its assignment row is the report's fact)."""
+    return (
+        case.lead is not None and case.state is not State.TRIAGE and case.dispatched_at is not None
+    )
+
+
+def _assignment_values(case: Case) -> tuple[Any, ...]:
+    return (
         case.case_id,
         case.attempt,
         case.lead,
@@ -147,20 +168,67 @@ async def save_case(conn: asyncpg.Connection, case: Case) -> None:
     )
 
 
-# --- timeline ------------------------------------------------------------------------------
+@dataclass
+class Changes:
+    """What decisions on one or more cases changed, written together by ``write_changes``.
 
+    A case changed twice keeps its last state; each (case, attempt) assignment and each
+    (case, clock) keeps its last value; timeline entries and events keep their order.
+    """
 
-async def append_timeline(
-    conn: asyncpg.Connection,
-    case_id: str,
-    entries: Iterable[tuple[datetime, str, str | None, str | None, dict[str, Any]]],
-) -> None:
-    """Add (at, type, department, actor, detail) entries; the table refuses edits."""
-    await conn.executemany(
-        "INSERT INTO timeline (case_id, at, type, department, actor, detail)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        [(case_id, *entry) for entry in entries],
+    cases: dict[str, Case] = field(default_factory=dict)
+    assignments: dict[tuple[str, int], Case] = field(default_factory=dict)
+    clocks: dict[tuple[str, Clock], tuple[datetime, list[TimerSpec]] | None] = field(
+        default_factory=dict
     )
+    timeline: list[tuple[str, datetime, str, str | None, str | None, dict[str, Any]]] = field(
+        default_factory=list
+    )
+    events: list[tuple[str, str | None, CloudEvent]] = field(default_factory=list)
+
+    def save(self, case: Case) -> None:
+        self.cases[case.case_id] = case
+        if holds_assignment(case):
+            self.assignments[(case.case_id, case.attempt)] = case
+
+    def set_clock(
+        self, case_id: str, clock: Clock, armed: tuple[datetime, list[TimerSpec]] | None
+    ) -> None:
+        """Replace the clock's timers: ``armed`` is (deadline, timers), None to disarm."""
+        self.clocks[(case_id, clock)] = armed
+
+
+async def write_changes(conn: asyncpg.Connection, schema: str, changes: Changes) -> None:
+    """A handful of statements for the whole set, whatever its size."""
+    if changes.cases:
+        await conn.executemany(
+            _CASE_UPSERT, [(c.case_id, *_case_values(c)) for c in changes.cases.values()]
+        )
+    if changes.assignments:
+        await conn.executemany(
+            _ASSIGNMENT_UPSERT, [_assignment_values(c) for c in changes.assignments.values()]
+        )
+    if changes.clocks:
+        await conn.execute(
+            "DELETE FROM timers USING unnest($1::text[], $2::text[]) AS gone (case_id, clock)"
+            " WHERE timers.case_id = gone.case_id AND timers.clock = gone.clock",
+            [case_id for case_id, _ in changes.clocks],
+            [clock.value for _, clock in changes.clocks],
+        )
+        await arm_many(
+            conn,
+            [
+                (case_id, clock, armed[0], timer)
+                for (case_id, clock), armed in changes.clocks.items()
+                if armed is not None
+                for timer in armed[1]
+            ],
+        )
+    await append_timelines(conn, changes.timeline)
+    await enqueue(conn, schema, changes.events)
+
+
+# --- timeline ------------------------------------------------------------------------------
 
 
 async def timeline(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.Record]:
@@ -171,26 +239,6 @@ async def timeline(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.Recor
 
 
 # --- timers --------------------------------------------------------------------------------
-
-
-async def arm(
-    conn: asyncpg.Connection,
-    case_id: str,
-    clock: Clock,
-    deadline: datetime,
-    timers: list[TimerSpec],
-) -> None:
-    await conn.executemany(
-        """
-        INSERT INTO timers (case_id, clock, level, repeat, deadline, due_at)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT (case_id, clock, deadline, level, repeat) DO NOTHING""",
-        [(case_id, clock.value, t.level, t.repeat, deadline, t.due_at) for t in timers],
-    )
-
-
-async def disarm(conn: asyncpg.Connection, case_id: str, clock: Clock) -> None:
-    await conn.execute("DELETE FROM timers WHERE case_id = $1 AND clock = $2", case_id, clock.value)
 
 
 async def claim_due_timers(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
