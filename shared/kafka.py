@@ -173,6 +173,8 @@ class ConsumerRuntime:
         dead_letters: DeadLetters,
         metrics: Metrics,
         max_batch: int = 500,
+        fetch_max_wait_ms: int = 500,
+        fetch_min_bytes: int = 1,
     ) -> None:
         self._service = service
         self._topics = list(topics)
@@ -188,6 +190,10 @@ class ConsumerRuntime:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=max_batch,
+            # A fetch waits briefly for a fuller batch: one transaction and commit then
+            # serves many messages, at the cost of at most fetch_max_wait_ms per hop.
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            fetch_min_bytes=fetch_min_bytes,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,

@@ -116,6 +116,8 @@ class Service:
             dead_letters=self.dead_letters,
             metrics=self.metrics,
             max_batch=max_batch,
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+            fetch_min_bytes=self.settings.kafka_fetch_min_bytes,
         )
         self.add_loop("consumer", runtime.run)
         return runtime

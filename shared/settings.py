@@ -37,6 +37,18 @@ class CommonSettings(BaseSettings):
         default=True, description="Idempotent producer (off only for brokers lacking it)"
     )
     kafka_partitions: int = Field(default=6, ge=1, le=1024, description="Partitions per topic")
+    kafka_fetch_max_wait_ms: int = Field(
+        default=20,
+        ge=0,
+        le=500,
+        description="How long the broker may hold a fetch to fill kafka_fetch_min_bytes",
+    )
+    kafka_fetch_min_bytes: int = Field(
+        default=32_768,
+        ge=1,
+        le=16_777_216,
+        description="Bytes a fetch waits for (up to kafka_fetch_max_wait_ms): fuller batches",
+    )
     http_host: str = Field(default="127.0.0.1", description="HTTP bind address")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     secrets_file: Path | None = Field(
