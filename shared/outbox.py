@@ -42,9 +42,25 @@ async def enqueue(
     ]
     if not rows:
         return 0
-    await conn.executemany("INSERT INTO outbox (topic, key, value) VALUES ($1, $2, $3)", rows)
-    # Delivered at commit; several notifies in one transaction fold into one.
-    await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
+    topics, keys, values = (list(column) for column in zip(*rows, strict=True))
+    # One round trip: the rows, in order (ids follow the ordinality, so per-key order
+    # holds), and the relay's wake-up, delivered at commit (several fold into one).
+    await conn.execute(
+        """
+        WITH added AS (
+            INSERT INTO outbox (topic, key, value)
+            SELECT topic, key, value
+            FROM unnest($1::text[], $2::bytea[], $3::bytea[]) WITH ORDINALITY
+                 AS r (topic, key, value, n)
+            ORDER BY n
+            RETURNING 1
+        )
+        SELECT pg_notify($4, '')""",
+        topics,
+        keys,
+        values,
+        notify_channel(schema),
+    )
     return len(rows)
 
 

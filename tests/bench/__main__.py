@@ -250,6 +250,8 @@ class Bench:
                 "events_by_type": stats["events_by_type"],
                 "bad_signatures": stats["bad_signatures"],
                 "silent_cases": stats["silent_cases"],
+                "callback_retries": stats["callback_retries"],
+                "callback_p50_p99_s": stats["callback_p50_p99_s"],
             }
             say(f"{source}: {orjson.dumps(_brief(figures)).decode()}")
             return figures

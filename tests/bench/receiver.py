@@ -30,6 +30,7 @@ import uvicorn
 from shared.http import EmbeddedServer
 from shared.secretstore import load_secrets
 from shared.webhooks import SignatureError, sign, verify
+from tests.bench.figures import percentile
 
 DISPATCHED = "civicroute.case.dispatched.v1"
 ESCALATED = "civicroute.case.escalated.v1"
@@ -61,6 +62,8 @@ class BenchDepartments:
         self.bad_signatures = 0
         self.callbacks: Counter[str] = Counter()
         self.silent_cases = 0
+        self.callback_retries: Counter[str] = Counter()
+        self.callback_seconds: list[float] = []  # first try to final answer, retries included
         self.client: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -132,21 +135,28 @@ class BenchDepartments:
     ) -> None:
         assert self.client is not None
         body = orjson.dumps({"department": department, "actor": "bench", **extra})
+        started = time.monotonic()
+        # One webhook-id for every try of this callback, as a department's sender does:
+        # a retry of a callback that did land gets the stored answer, nothing is done twice.
+        webhook_id = f"cb_{uuid.uuid4().hex}"
         for attempt in range(30):
-            headers = sign(self.secrets[department], f"cb_{uuid.uuid4().hex}", body)
+            headers = sign(self.secrets[department], webhook_id, body)
             headers["content-type"] = "application/json"
             url = f"{self.escalation_url}/v1/cases/{case_id}/{action}"
             try:
                 async with self.client.post(url, data=body, headers=headers) as response:
                     status = response.status
                     await response.read()
-            except (aiohttp.ClientError, TimeoutError):
+            except (aiohttp.ClientError, TimeoutError) as error:
+                self.callback_retries[type(error).__name__] += 1
                 await asyncio.sleep(min(0.2 * (attempt + 1), 2))
                 continue
             if status == 404:  # escalation has not taken the dispatch yet
+                self.callback_retries["404"] += 1
                 await asyncio.sleep(min(0.2 * (attempt + 1), 2))
                 continue
             self.callbacks[f"{action}:{status}"] += 1
+            self.callback_seconds.append(time.monotonic() - started)
             return
         self.callbacks[f"{action}:gave-up"] += 1
 
@@ -161,6 +171,11 @@ class BenchDepartments:
             "bad_signatures": self.bad_signatures,
             "callbacks": dict(self.callbacks),
             "silent_cases": self.silent_cases,
+            "callback_retries": dict(self.callback_retries),
+            "callback_p50_p99_s": [
+                round(percentile(self.callback_seconds, pct), 3) if self.callback_seconds else None
+                for pct in (50, 99)
+            ],
         }
 
 
@@ -188,7 +203,7 @@ async def serve(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     app.client = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=10)
+        connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=30)
     )
     config = uvicorn.Config(
         app,
