@@ -239,8 +239,9 @@ class Bench:
             stats = await _drain(f"http://127.0.0.1:{receiver_port}/stats", published, args.drain)
             escalation_lateness = await _escalation_lateness(database_url)
             triaged = await _triaged(database_url)
+            queued = await _still_queued(database_url)
             dead_letters = await _count_dead_letters(self.bootstrap, topics)
-            figures = summarise_flow(published, stats, window, triaged)
+            figures = summarise_flow(published, stats, window, triaged, queued)
             figures |= {
                 "rss_mb": rss,
                 "cpu_cores": cores,
@@ -376,6 +377,20 @@ async def _triaged(database_url: str) -> set[str]:
     return {r["source_ref"] for r in rows}
 
 
+async def _still_queued(database_url: str) -> set[str]:
+    """Requests whose dispatch webhook to the lead is still pending in notify's queue."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT DISTINCT r.source_ref FROM intake.requests r"
+            " JOIN notify.deliveries d USING (case_id)"
+            " WHERE d.status = 'pending' AND d.event_type = 'civicroute.case.dispatched.v1'"
+        )
+    finally:
+        await conn.close()
+    return {r["source_ref"] for r in rows}
+
+
 async def _escalation_lateness(database_url: str) -> float | None:
     conn = await asyncpg.connect(database_url)
     try:
@@ -455,6 +470,7 @@ def _headline(
         "p99_ms": round(percentile(latencies, 99), 1) if latencies else None,
         "timer_lateness_p99_ms": timers.get("lateness_p99_ms"),
         "lost": sum(f["lost"] for f in flows.values()),
+        "queued_at_drain_end": sum(f["queued"] for f in flows.values()),
         "duplicates": sum(f["duplicates"] for f in flows.values()),
         "baseline_kafka_rps": result.get("baseline_kafka_rps"),
         "rss_mb": rss,

@@ -32,13 +32,16 @@ def summarise_flow(
     stats: dict[str, Any],
     window: tuple[float, float],
     triaged: set[str] | frozenset[str] = frozenset(),
+    queued: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """What the receivers saw of what was published.
 
     - delivered: requests whose lead department received their dispatch webhook;
     - triaged: sent to the triage queue by the router (a person routes them, no department
       hears of them yet): neither delivered nor lost;
-    - lost: published, not triaged, and never delivered (after the drain);
+    - queued: not delivered when the drain ended, but its dispatch webhook still
+      waiting in notify's queue (late, not lost: the system was behind);
+    - lost: published, neither triaged nor delivered nor queued anywhere;
     - duplicates: webhook-ids delivered more than once, plus second dispatches of a
       request, plus escalations received more than once;
     - throughput: first deliveries that arrived inside the measured window, per second;
@@ -48,6 +51,9 @@ def summarise_flow(
     start, end = window
     delivered = [ref for ref in published if ref in dispatches]
     waiting = [ref for ref in published if ref not in dispatches and ref in triaged]
+    late = [
+        ref for ref in published if ref not in dispatches and ref not in triaged and ref in queued
+    ]
     first_arrival = {ref: min(d[1] for d in dispatches[ref]) for ref in delivered}
     latencies = [
         (first_arrival[ref] - published[ref]) * 1000
@@ -60,7 +66,8 @@ def summarise_flow(
         "published": len(published),
         "delivered": len(delivered),
         "triaged": len(waiting),
-        "lost": len(published) - len(delivered) - len(waiting),
+        "queued": len(late),
+        "lost": len(published) - len(delivered) - len(waiting) - len(late),
         "duplicates": stats["repeated_webhook_ids"]
         + extra_dispatches
         + stats["repeated_escalations"],
@@ -70,8 +77,9 @@ def summarise_flow(
         "escalations_received": stats["escalations"],
         "latencies_ms": latencies,
     }
-    if len(delivered) + len(waiting) < len(published):
-        figures["lost_refs_sample"] = sorted(set(published) - set(dispatches) - triaged)[:5]
+    lost = set(published) - set(dispatches) - set(triaged) - set(queued)
+    if lost:
+        figures["lost_refs_sample"] = sorted(lost)[:5]
     for pct in (50, 95, 99):
         figures[f"p{pct}_ms"] = round(percentile(latencies, pct), 1) if latencies else None
     return figures
