@@ -364,41 +364,40 @@ async def _drain(stats_url: str, published: dict[str, float], limit: float) -> d
             await asyncio.sleep(1)
 
 
-async def _triaged(database_url: str) -> set[str]:
-    """Requests the router put in the triage queue: they wait for a person, not a department."""
+async def _rows(database_url: str, query: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch(
-            "SELECT r.source_ref FROM intake.requests r JOIN router.decisions d USING (case_id)"
-            " WHERE d.outcome = 'triage'"
-        )
+        return await conn.fetch(query)
     finally:
         await conn.close()
+
+
+async def _triaged(database_url: str) -> set[str]:
+    """Requests the router put in the triage queue: they wait for a person, not a department."""
+    rows = await _rows(
+        database_url,
+        "SELECT r.source_ref FROM intake.requests r JOIN router.decisions d USING (case_id)"
+        " WHERE d.outcome = 'triage'",
+    )
     return {r["source_ref"] for r in rows}
 
 
 async def _still_queued(database_url: str) -> set[str]:
     """Requests whose dispatch webhook to the lead is still pending in notify's queue."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch(
-            "SELECT DISTINCT r.source_ref FROM intake.requests r"
-            " JOIN notify.deliveries d USING (case_id)"
-            " WHERE d.status = 'pending' AND d.event_type = 'civicroute.case.dispatched.v1'"
-        )
-    finally:
-        await conn.close()
+    rows = await _rows(
+        database_url,
+        "SELECT DISTINCT r.source_ref FROM intake.requests r"
+        " JOIN notify.deliveries d USING (case_id)"
+        " WHERE d.status = 'pending' AND d.event_type = 'civicroute.case.dispatched.v1'",
+    )
     return {r["source_ref"] for r in rows}
 
 
 async def _escalation_lateness(database_url: str) -> float | None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch(
-            "SELECT extract(epoch FROM fired_at - due_at) * 1000 AS ms FROM escalation.escalations"
-        )
-    finally:
-        await conn.close()
+    rows = await _rows(
+        database_url,
+        "SELECT extract(epoch FROM fired_at - due_at) * 1000 AS ms FROM escalation.escalations",
+    )
     values = [float(r["ms"]) for r in rows]
     return round(percentile(values, 99), 1) if values else None
 
