@@ -19,6 +19,7 @@ from services.escalation.clocks import SlaClocks
 from services.escalation.lifecycle import Case, Outcome, Refused
 from shared.aio import sleep_or_stop
 from shared.apikeys import ApiKeys, ApiKeysError
+from shared.batching import GroupCommit
 from shared.citypack import CityPack, load_pack_or_exit
 from shared.db import TRANSIENT_DB_ERRORS, claim_new_events
 from shared.events import (
@@ -89,6 +90,17 @@ class Answer:
 # A decision on a locked case at an instant: the lifecycle function to apply.
 Decide = Callable[[Case, datetime], Outcome]
 
+_REPLAY = "webhook-id already used for another request (replay)"
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    case_id: str
+    action: str
+    decide: Decide
+    # (webhook-id, department, request digest) of a signed department callback
+    callback: tuple[str, str, str] | None
+
 
 class Escalation:
     """The service's behaviour on a database pool; Kafka and HTTP are wired around it."""
@@ -117,6 +129,7 @@ class Escalation:
         self.source = source
         self.schema = "escalation"
         self.clocks = SlaClocks.for_sla(pack.sla)
+        self.actions: GroupCommit[ActionRequest, Answer] = GroupCommit(self._act_batch)
         m = metrics
         self.escalations = m.counter(
             "escalations_total", "Escalations fired", ["level", "department", "clock"]
@@ -180,13 +193,6 @@ class Escalation:
             changes.events.append((self.topics(Topic.CASE_EVENTS), case.case_id, event))
             entry = _timeline_entry(event_type, payload, event.time or utcnow())
             changes.timeline.append((case.case_id, *entry))
-
-    async def persist(
-        self, conn: asyncpg.Connection, before: Case | None, outcome: Outcome
-    ) -> None:
-        changes = store.Changes()
-        self.record(changes, before, outcome)
-        await store.write_changes(conn, self.schema, changes)
 
     def observe(self, outcome: Outcome) -> None:
         """Metrics for a committed outcome."""
@@ -288,46 +294,109 @@ class Escalation:
         decide: Decide,
         callback: tuple[str, str, str] | None = None,
     ) -> Answer:
-        """Apply one action to a case in one transaction; ``callback`` is (webhook-id,
-        department, request digest) for a signed callback: the same callback again gets
-        the stored answer, a reused webhook-id anything else gets 401.
+        """Apply one action to a case; ``callback`` is (webhook-id, department, request
+        digest) for a signed callback: the same callback again gets the stored answer, a
+        reused webhook-id anything else gets 401. Actions arriving together are committed
+        in one transaction (see ``_act_batch``); each caller gets its own answer.
 
         Raises Refused (nothing changed) for an action the case does not allow now.
         """
+        return await self.actions.submit(ActionRequest(case_id, action, decide, callback))
+
+    async def _act_batch(self, requests: list[ActionRequest]) -> list[Answer | Exception]:
+        """Decide every request on its case, in arrival order, and write what changed in
+        one transaction: a claim of the webhook-ids, one locked read of the cases, the
+        set-based writes and the stored answers."""
+        results: list[Answer | Exception] = []
+        applied: list[tuple[ActionRequest, Outcome]] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            if callback is not None:
-                webhook_id, department, digest = callback
-                earlier = await store.claim_callback(
-                    conn, webhook_id, department, case_id, action, digest
+            claims = {
+                r.callback[0]: store.CallbackClaim(
+                    r.callback[0], r.callback[1], r.case_id, r.action, r.callback[2]
                 )
-                if earlier is not None:
-                    if earlier["request_sha256"] == digest and earlier["status"] is not None:
-                        self.transitions.labels(action, "repeat").inc()
-                        return Answer(earlier["status"], earlier["answer"])
-                    raise Refused(401, "webhook-id already used for another request (replay)")
-            case = await store.load_case(conn, case_id, lock=True)
-            if case is None:
-                raise Refused(404, f"no case {case_id}")
-            try:
-                outcome = decide(case, self.now())
-            except Refused as refused:
-                self.transitions.labels(action, f"refused_{refused.status}").inc()
-                raise
-            await self.persist(conn, case, outcome)
-            answer = Answer(200, api.case_view(outcome.case, self.now()))
-            if callback is not None:
-                await store.store_answer(conn, callback[0], answer.status, answer.body)
-        self.transitions.labels(action, "accepted" if outcome.changed else "repeat").inc()
-        self.observe(outcome)
-        if outcome.changed:
-            log.info(
-                "case action",
-                case_id=case_id,
-                action=action,
-                state=outcome.case.state.value,
-                department=outcome.case.lead,
+                for r in reversed(requests)
+                if r.callback is not None
+            }
+            earlier = await store.claim_callbacks(conn, list(claims.values()))
+            cases: dict[str, Case | None] = dict(
+                await store.load_cases(conn, [r.case_id for r in requests])
             )
-        return answer
+            changes = store.Changes()
+            answered: dict[str, tuple[str, Answer | Exception]] = {}  # webhook-id → result
+            for request in requests:
+                callback = request.callback
+                if callback is not None and callback[0] in earlier:
+                    results.append(self._repeat(request, earlier[callback[0]]))
+                    continue
+                if callback is not None and callback[0] in answered:
+                    # The same webhook-id twice in one batch: the first one's result.
+                    digest, result = answered[callback[0]]
+                    results.append(result if digest == callback[2] else Refused(401, _REPLAY))
+                    continue
+                result = self._decide(request, cases, changes, applied)
+                results.append(result)
+                if callback is not None:
+                    answered[callback[0]] = (callback[2], result)
+            await store.forget_callbacks(
+                conn,
+                [webhook_id for webhook_id, (_, r) in answered.items() if isinstance(r, Exception)],
+            )
+            await store.write_changes(conn, self.schema, changes)
+            await store.store_answers(
+                conn,
+                [
+                    (webhook_id, r.status, r.body)
+                    for webhook_id, (_, r) in answered.items()
+                    if isinstance(r, Answer)
+                ],
+            )
+        for request, outcome in applied:
+            self.transitions.labels(
+                request.action, "accepted" if outcome.changed else "repeat"
+            ).inc()
+            self.observe(outcome)
+            if outcome.changed:
+                log.info(
+                    "case action",
+                    case_id=request.case_id,
+                    action=request.action,
+                    state=outcome.case.state.value,
+                    department=outcome.case.lead,
+                )
+        return results
+
+    def _repeat(self, request: ActionRequest, earlier: Any) -> Answer | Exception:
+        """The answer to a webhook-id registered before this batch."""
+        assert request.callback is not None
+        if earlier["request_sha256"] == request.callback[2] and earlier["status"] is not None:
+            self.transitions.labels(request.action, "repeat").inc()
+            return Answer(earlier["status"], earlier["answer"])
+        return Refused(401, _REPLAY)
+
+    def _decide(
+        self,
+        request: ActionRequest,
+        cases: dict[str, Case | None],
+        changes: store.Changes,
+        applied: list[tuple[ActionRequest, Outcome]],
+    ) -> Answer | Exception:
+        """One request on its case as the batch has left it; changes are added to
+        ``changes``, a refusal or a fault is that request's alone."""
+        case = cases.get(request.case_id)
+        if case is None:
+            return Refused(404, f"no case {request.case_id}")
+        try:
+            outcome = request.decide(case, self.now())
+        except Refused as refused:
+            self.transitions.labels(request.action, f"refused_{refused.status}").inc()
+            return refused
+        except Exception as error:  # a fault in one decision fails only its caller
+            log.exception("action failed", case_id=request.case_id, action=request.action)
+            return error
+        self.record(changes, case, outcome)
+        cases[request.case_id] = outcome.case
+        applied.append((request, outcome))
+        return Answer(200, api.case_view(outcome.case, self.now()))
 
     # --- durable timers ----------------------------------------------------------------------
 

@@ -355,42 +355,62 @@ async def record_breach(
 # --- callbacks -----------------------------------------------------------------------------
 
 
-async def claim_callback(
-    conn: asyncpg.Connection,
-    webhook_id: str,
-    department: str,
-    case_id: str,
-    action: str,
-    digest: str,
-) -> asyncpg.Record | None:
-    """Register a webhook-id. None when it is new; else the earlier registration."""
-    inserted = await conn.fetchval(
-        "INSERT INTO callbacks (webhook_id, department, case_id, action, request_sha256)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
-        webhook_id,
-        department,
-        case_id,
-        action,
-        digest,
-    )
-    if inserted:
-        return None
-    return await conn.fetchrow(
-        "SELECT department, case_id, action, request_sha256, status, answer"
-        " FROM callbacks WHERE webhook_id = $1",
-        webhook_id,
-    )
+@dataclass(frozen=True)
+class CallbackClaim:
+    webhook_id: str
+    department: str
+    case_id: str
+    action: str
+    request_sha256: str
 
 
-async def store_answer(
-    conn: asyncpg.Connection, webhook_id: str, status: int, answer: dict[str, Any]
+async def claim_callbacks(
+    conn: asyncpg.Connection, claims: list[CallbackClaim]
+) -> dict[str, asyncpg.Record]:
+    """Register webhook-ids (distinct); returns the earlier registration of each one that
+    was already there. Claimed in webhook-id order, so two replicas never deadlock; a
+    registration another transaction is writing is waited for."""
+    if not claims:
+        return {}
+    ordered = sorted(claims, key=lambda claim: claim.webhook_id)
+    inserted = await conn.fetch(
+        """
+        INSERT INTO callbacks (webhook_id, department, case_id, action, request_sha256)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+        ON CONFLICT DO NOTHING
+        RETURNING webhook_id""",
+        [c.webhook_id for c in ordered],
+        [c.department for c in ordered],
+        [c.case_id for c in ordered],
+        [c.action for c in ordered],
+        [c.request_sha256 for c in ordered],
+    )
+    fresh = {row["webhook_id"] for row in inserted}
+    seen = [c.webhook_id for c in ordered if c.webhook_id not in fresh]
+    if not seen:
+        return {}
+    rows = await conn.fetch(
+        "SELECT webhook_id, department, case_id, action, request_sha256, status, answer"
+        " FROM callbacks WHERE webhook_id = ANY($1::text[])",
+        seen,
+    )
+    return {row["webhook_id"]: row for row in rows}
+
+
+async def forget_callbacks(conn: asyncpg.Connection, webhook_ids: list[str]) -> None:
+    """Unregister callbacks that changed nothing (refused): the same one may come again."""
+    if webhook_ids:
+        await conn.execute("DELETE FROM callbacks WHERE webhook_id = ANY($1::text[])", webhook_ids)
+
+
+async def store_answers(
+    conn: asyncpg.Connection, answers: list[tuple[str, int, dict[str, Any]]]
 ) -> None:
-    await conn.execute(
-        "UPDATE callbacks SET status = $2, answer = $3 WHERE webhook_id = $1",
-        webhook_id,
-        status,
-        answer,
-    )
+    """(webhook-id, status, answer) of each callback applied: a repeat gets the same."""
+    if answers:
+        await conn.executemany(
+            "UPDATE callbacks SET status = $2, answer = $3 WHERE webhook_id = $1", answers
+        )
 
 
 # --- reports -------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from services.notify.config import GATEWAY, Endpoint, NotifyConfig
 from services.notify.domain import Attempt, Failure, RetryPolicy, Verdict
 from services.notify.notices import released_at
 from shared.aio import wait_any
+from shared.batching import GroupCommit
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import utcnow
 from shared.logs import mask_text
@@ -76,7 +77,10 @@ class Deliverer:
         # One connection pool per endpoint, sized to its concurrency: a pool scans all its
         # connections on every request, and one endpoint's sockets never starve another's.
         self.clients: dict[str, aiohttp.ClientSession] = {}
-        self.settler = Settler(pool)
+        # Outcomes are written in small batches, one transaction for what finished within a
+        # few milliseconds. A caller waits until its outcome is committed, so a delivery
+        # stays "in flight" (and its case's next event waits) exactly until it is durable.
+        self.settler: GroupCommit[store.Settlement, None] = GroupCommit(self._settle_batch)
         self.outcomes = metrics.counter(
             "deliveries_total",
             "Deliveries by outcome: delivered, retry (an attempt failed, another is due), dead",
@@ -235,7 +239,7 @@ class Deliverer:
             emergency = bool(orjson.loads(row["body"]).get("emergency"))
             quiet = self.config.file.notices.quiet_hours
             next_at = released_at(next_at, quiet, self.config.zone, emergency)
-        await self.settler.settle(
+        await self.settler.submit(
             store.Settlement(
                 delivery_id=row["id"],
                 number=number,
@@ -398,41 +402,7 @@ class Deliverer:
         for name, breaker in self.breakers.items():
             self.breaker_state.labels(name).set(int(breaker.current(now)))
 
-
-class Settler:
-    """Writes attempt outcomes in small batches: one transaction for what finished
-    within a few milliseconds, instead of one per delivery.
-
-    Each caller waits until its outcome is committed, so a delivery stays "in flight"
-    (and its case's next event waits) exactly until its outcome is durable. A failed
-    write fails every caller of that batch, as one write per delivery would have.
-    """
-
-    def __init__(self, pool: asyncpg.Pool, linger_seconds: float = 0.005) -> None:
-        self.pool = pool
-        self.linger = linger_seconds
-        self.waiting: list[tuple[store.Settlement, asyncio.Future[None]]] = []
-        self.flushing: asyncio.Task[None] | None = None
-
-    async def settle(self, item: store.Settlement) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.append((item, future))
-        if self.flushing is None or self.flushing.done():
-            self.flushing = asyncio.create_task(self._flush())
-        await future
-
-    async def _flush(self) -> None:
-        while self.waiting:
-            await asyncio.sleep(self.linger)
-            batch, self.waiting = self.waiting, []
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await store.settle(conn, [item for item, _ in batch])
-            except Exception as error:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-            else:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+    async def _settle_batch(self, items: list[store.Settlement]) -> list[None]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await store.settle(conn, items)
+        return [None] * len(items)

@@ -4,6 +4,7 @@ idempotency, refusals that change nothing, returns and re-dispatch, Open311 upda
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -350,3 +351,57 @@ async def test_dispatch_counts_as_open_case_gauges(h: Harness, city_pack: Path) 
     await h.escalation.refresh_gauges()
     assert h.metric("open_cases", {"state": "dispatched"}) == 1
     assert h.metric("open_cases", {"state": "signed"}) == 1
+
+
+async def test_callbacks_arriving_together_are_each_answered_as_if_alone(h: Harness) -> None:
+    """Concurrent callbacks share transactions; each still gets its own answer, a refusal
+    changes nothing and a webhook-id seen twice in one batch is applied once."""
+    cases = [f"C-B{i}" for i in range(12)]
+    for case_id in cases:
+        await h.dispatch(case_id)
+    refused_before = await h.snapshot("C-B11")
+    twice, twice_headers = h.signed({"department": LEAD, "actor": "duty-li"}, webhook_id="tw")
+    altered, altered_headers = h.signed({"department": LEAD, "actor": "duty-wang"}, webhook_id="tw")
+    posts = [
+        *(h.call(case_id, "sign", {"department": LEAD}) for case_id in cases[:10]),
+        h.client.post("/v1/cases/C-B10/sign", content=twice, headers=twice_headers),
+        h.client.post("/v1/cases/C-B10/sign", content=twice, headers=twice_headers),
+        h.client.post("/v1/cases/C-B10/sign", content=altered, headers=altered_headers),
+        h.call("C-B11", "resolve", {"department": LEAD, "reply": "done"}),  # not signed: 409
+        h.call("C-B99", "sign", {"department": LEAD}),  # no such case: 404
+        h.call("C-B3", "progress", {"department": LEAD, "note": "crew sent"}),
+    ]
+    responses = await asyncio.gather(*posts)
+    statuses = [r.status_code for r in responses]
+    assert statuses[:10] == [200] * 10
+    assert statuses[10:12] == [200, 200]
+    assert responses[10].json() == responses[11].json()
+    assert statuses[12] == 401
+    assert "replay" in responses[12].json()["detail"]
+    assert statuses[13:15] == [409, 404]
+    # The progress note may be decided before or after C-B3's sign-for, like two calls
+    # racing; either way it is answered for what it found.
+    assert statuses[15] in (200, 409)
+    for case_id in cases[:11]:
+        assert (await h.outbox_types(case_id)).count("signed") == 1, case_id
+    # Its case, assignment, timeline and timers as they were (the outbox grew for others).
+    assert (await h.snapshot("C-B11"))[:4] == refused_before[:4]
+    assert "resolved" not in await h.outbox_types("C-B11")
+    written_in = await h.fetch(
+        "SELECT count(DISTINCT xmin::text) AS transactions, count(*) AS callbacks"
+        " FROM callbacks WHERE case_id LIKE 'C-B%'"
+    )
+    assert written_in[0]["callbacks"] == 11 + (statuses[15] == 200)
+    assert written_in[0]["transactions"] < written_in[0]["callbacks"]
+
+
+async def test_a_refused_callback_may_come_again_under_its_webhook_id(h: Harness) -> None:
+    """A department that calls back before escalation has the dispatch gets 404; its
+    retry of the very same request succeeds once the case is there."""
+    raw, headers = h.signed({"department": LEAD, "actor": "duty-li"}, webhook_id="early")
+    too_early = await h.client.post("/v1/cases/C-E1/sign", content=raw, headers=headers)
+    assert too_early.status_code == 404
+    await h.dispatch("C-E1")
+    retried = await h.client.post("/v1/cases/C-E1/sign", content=raw, headers=headers)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["state"] == "signed"
