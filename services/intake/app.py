@@ -25,8 +25,8 @@ from services.intake.domain import (
     rejection_of,
     resolve_category,
 )
-from services.intake.lifecycle import CASE_EVENT_TYPES, CaseView, change_for
-from services.intake.store import Acceptance, IdempotencyKey, accept, apply_change, get_case
+from services.intake.lifecycle import CASE_EVENT_TYPES, CaseView, Change, change_for
+from services.intake.store import Acceptance, IdempotencyKey, accept, apply_changes, get_case
 from shared.apikeys import ApiKeys, ApiKeysError
 from shared.channels import MAX_BODY_BYTES, SubmittedRequest
 from shared.citypack import CityPack, load_pack_or_exit
@@ -178,6 +178,7 @@ class Intake:
             if item.event.type == EventType.REQUEST_SUBMITTED and size > MAX_BODY_BYTES:
                 raise InvalidEvent(f"too_large: {size} bytes, over the {MAX_BODY_BYTES} limit")
         outcomes: list[tuple[Inbound, str, Acceptance]] = []
+        changes: list[tuple[str, Change]] = []
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await claim_new_events(conn, [item.event.id for item in batch])
             for item in batch:
@@ -195,8 +196,11 @@ class Intake:
                     continue
                 change = change_for(item.event.type, item.payload)
                 if change is not None:
-                    await apply_change(conn, item.event.id, change)
-                    self._projected.labels(change.kind).inc()
+                    changes.append((item.event.id, change))
+            # After the requests: an event can only name a case whose acceptance committed.
+            await apply_changes(conn, changes)
+        for _, change in changes:
+            self._projected.labels(change.kind).inc()
         now = time.time()
         for item, channel, outcome in outcomes:
             self.counted(channel, "kafka", outcome, now - item.record.timestamp / 1000)

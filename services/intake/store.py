@@ -121,24 +121,25 @@ async def _find(conn: asyncpg.Connection, channel: str, source_ref: str) -> asyn
     )
 
 
-async def apply_change(conn: asyncpg.Connection, event_id: str, change: Change) -> None:
-    """Fold one case event into the case's public state and history."""
-    at = change.at
-    if change.in_history:
-        await conn.execute(
+async def apply_changes(conn: asyncpg.Connection, changes: list[tuple[str, Change]]) -> None:
+    """Fold (event id, change) pairs, in order, into the cases' public state and history:
+    two pipelined statements for the whole batch, not two round trips per event."""
+    history = [
+        (event_id, c.case_id, c.at, c.kind, c.state, c.department, c.note)
+        for event_id, c in changes
+        if c.in_history
+    ]
+    if history:
+        await conn.executemany(
             "INSERT INTO case_history (event_id, case_id, at, kind, state, department, note)"
             " VALUES ($1, $2, coalesce($3, now()), $4, $5, $6, $7)"
             " ON CONFLICT (event_id) DO NOTHING",
-            event_id,
-            change.case_id,
-            at,
-            change.kind,
-            change.state,
-            change.department,
-            change.note,
+            history,
         )
+    if not changes:
+        return
     # A case first heard of through its events (never through intake) still gets a row.
-    await conn.execute(
+    await conn.executemany(
         """
         INSERT INTO case_status (case_id, state, category, department, resolve_due,
                                  status_notes, updated_at)
@@ -152,13 +153,10 @@ async def apply_change(conn: asyncpg.Connection, event_id: str, change: Change) 
             resolve_due  = coalesce($5, case_status.resolve_due),
             status_notes = CASE WHEN $2 IS NOT NULL THEN $6 ELSE case_status.status_notes END,
             updated_at   = greatest(case_status.updated_at, coalesce($7, now()))""",
-        change.case_id,
-        change.state,
-        change.category,
-        change.department,
-        change.resolve_due,
-        change.note,
-        at,
+        [
+            (c.case_id, c.state, c.category, c.department, c.resolve_due, c.note, c.at)
+            for _, c in changes
+        ],
     )
 
 

@@ -7,6 +7,7 @@ so an event's deliveries are queued exactly when its offset may be committed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -14,6 +15,7 @@ import structlog
 
 from services.notify import domain, notices, store
 from services.notify.config import GATEWAY, NotifyConfig
+from services.notify.notices import Contact
 from shared.citypack import CityPack
 from shared.events import (
     CaseAction,
@@ -33,6 +35,37 @@ def accepted_first(batch: Sequence[Inbound]) -> list[Inbound]:
     """Accepted requests come on another topic than case events; take them first so a
     citizen hears "accepted" before "dispatched" when both arrive in one batch."""
     return sorted(batch, key=lambda item: item.event.type != EventType.REQUEST_ACCEPTED)
+
+
+def _case_id(item: Inbound) -> str:
+    case_id = item.event.subject or getattr(item.payload, "case_id", None)
+    if not case_id:
+        raise InvalidEvent(f"{item.event.type} without a case_id (subject)")
+    return str(case_id)
+
+
+@dataclass
+class BatchFacts:
+    """The batch's cases as the events so far leave them, and what to write back."""
+
+    holders: dict[str, store.Holders]
+    contacts: dict[str, Contact]
+    holder_writes: dict[str, store.Holders] = field(default_factory=dict)
+    contact_writes: dict[str, Contact] = field(default_factory=dict)
+
+    def hand_over(self, case_id: str, holders: store.Holders) -> None:
+        self.holders[case_id] = self.holder_writes[case_id] = holders
+
+    def remember_contact(self, case_id: str, contact: Contact) -> None:
+        """A later event without a field keeps the earlier one."""
+        known = self.contacts.get(case_id)
+        if known is not None:
+            contact = Contact(
+                contact.phone if contact.phone is not None else known.phone,
+                contact.email if contact.email is not None else known.email,
+                contact.language if contact.language is not None else known.language,
+            )
+        self.contacts[case_id] = self.contact_writes[case_id] = contact
 
 
 class Ingest:
@@ -57,30 +90,39 @@ class Ingest:
         )
 
     async def apply(self, conn: asyncpg.Connection, items: Sequence[Inbound], now: datetime) -> int:
-        """Queue the deliveries of ``items`` (already claimed as new); returns how many."""
+        """Queue the deliveries of ``items`` (already claimed as new); returns how many.
+
+        The batch's cases are read once and their changes written set-based at the end:
+        a few statements per batch, not two or three round trips per event."""
+        ordered = accepted_first(items)
+        case_ids = [_case_id(item) for item in ordered]
+        batch = BatchFacts(
+            holders=await store.holders_of(conn, case_ids),
+            contacts=await store.contacts_of(conn, case_ids) if self.notices_on else {},
+        )
         new: list[store.NewDelivery] = []
-        for item in accepted_first(items):
-            new.extend(await self._one(conn, item, now))
+        for item, case_id in zip(ordered, case_ids, strict=True):
+            new.extend(self._one(batch, item, case_id, now))
+        await store.save_contacts(conn, batch.contact_writes)
+        await store.set_holders(conn, batch.holder_writes)
         await store.add_deliveries(conn, new)
         return len(new)
 
-    async def _one(
-        self, conn: asyncpg.Connection, item: Inbound, now: datetime
+    def _one(
+        self, batch: BatchFacts, item: Inbound, case_id: str, now: datetime
     ) -> list[store.NewDelivery]:
         event, payload = item.event, item.payload
-        case_id = event.subject or getattr(payload, "case_id", None)
-        if not case_id:
-            raise InvalidEvent(f"{event.type} without a case_id (subject)")
         request = notices.request_of(payload)
         if request is not None and self.notices_on:
-            await store.save_contact(conn, case_id, notices.contact_of(request.reporter))
+            batch.remember_contact(case_id, notices.contact_of(request.reporter))
         if event.type == EventType.REQUEST_ACCEPTED:
-            return await self._notices(conn, event, payload, case_id, None, now)
+            return self._notices(batch, event, payload, case_id, None, now)
         if isinstance(payload, CaseDispatched):
-            await store.set_holders(
-                conn, case_id, payload.lead, payload.cooperating, payload.urgency
+            batch.hand_over(
+                case_id,
+                store.Holders(payload.lead, list(payload.cooperating), payload.urgency),
             )
-        holders = await store.holders(conn, case_id)
+        holders = batch.holders.get(case_id, store.NO_HOLDERS)
         targets = domain.recipients(event.type, payload, holders.lead, holders.cooperating)
         if not targets and event.type != EventType.CASE_TRIAGED:
             raise InvalidEvent(f"no department holds case {case_id} for {event.type}")
@@ -103,11 +145,11 @@ class Ingest:
                     body=body,
                 )
             )
-        return out + await self._notices(conn, event, payload, case_id, holders.urgency, now)
+        return out + self._notices(batch, event, payload, case_id, holders.urgency, now)
 
-    async def _notices(
+    def _notices(
         self,
-        conn: asyncpg.Connection,
+        batch: BatchFacts,
         event: CloudEvent,
         payload: object,
         case_id: str,
@@ -118,7 +160,7 @@ class Ingest:
         kinds = notices.kinds_for(event.type, settings.kinds) if self.notices_on else []
         if not kinds:
             return []
-        contact = await store.contact(conn, case_id)
+        contact = batch.contacts.get(case_id)
         if contact is None or not contact.reachable:
             for kind in kinds:
                 self.notices.labels(kind, "no_contact").inc()

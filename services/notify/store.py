@@ -37,58 +37,64 @@ class Holders:
     urgency: Urgency | None
 
 
-async def set_holders(
-    conn: asyncpg.Connection,
-    case_id: str,
-    lead: str,
-    cooperating: list[str],
-    urgency: Urgency,
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO case_holders (case_id, lead, cooperating, urgency) VALUES ($1, $2, $3, $4)
-        ON CONFLICT (case_id) DO UPDATE
-        SET lead = EXCLUDED.lead, cooperating = EXCLUDED.cooperating,
-            urgency = EXCLUDED.urgency, updated_at = now()""",
-        case_id,
-        lead,
-        cooperating,
-        urgency.value,
+NO_HOLDERS = Holders(None, [], None)
+
+
+async def holders_of(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, Holders]:
+    rows = await conn.fetch(
+        "SELECT case_id, lead, cooperating, urgency FROM case_holders"
+        " WHERE case_id = ANY($1::text[])",
+        sorted(set(case_ids)),
     )
+    return {
+        row["case_id"]: Holders(
+            row["lead"],
+            list(row["cooperating"]),
+            Urgency(row["urgency"]) if row["urgency"] else None,
+        )
+        for row in rows
+    }
 
 
-async def holders(conn: asyncpg.Connection, case_id: str) -> Holders:
-    row = await conn.fetchrow(
-        "SELECT lead, cooperating, urgency FROM case_holders WHERE case_id = $1", case_id
+async def set_holders(conn: asyncpg.Connection, holders: Mapping[str, Holders]) -> None:
+    """The departments now holding each case (the last dispatch wins)."""
+    if holders:
+        await conn.executemany(
+            """
+            INSERT INTO case_holders (case_id, lead, cooperating, urgency)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (case_id) DO UPDATE
+            SET lead = EXCLUDED.lead, cooperating = EXCLUDED.cooperating,
+                urgency = EXCLUDED.urgency, updated_at = now()""",
+            [
+                (case_id, h.lead, h.cooperating, h.urgency.value if h.urgency else None)
+                for case_id, h in sorted(holders.items())
+            ],
+        )
+
+
+async def contacts_of(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, Contact]:
+    rows = await conn.fetch(
+        "SELECT case_id, phone, email, language FROM case_contacts WHERE case_id = ANY($1::text[])",
+        sorted(set(case_ids)),
     )
-    if row is None:
-        return Holders(None, [], None)
-    urgency = Urgency(row["urgency"]) if row["urgency"] else None
-    return Holders(row["lead"], list(row["cooperating"]), urgency)
+    return {row["case_id"]: Contact(row["phone"], row["email"], row["language"]) for row in rows}
 
 
-async def save_contact(conn: asyncpg.Connection, case_id: str, contact: Contact) -> None:
-    """Remember how to reach the citizen; a later event without a field keeps the earlier one."""
-    await conn.execute(
-        """
-        INSERT INTO case_contacts (case_id, phone, email, language) VALUES ($1, $2, $3, $4)
-        ON CONFLICT (case_id) DO UPDATE
-        SET phone = COALESCE(EXCLUDED.phone, case_contacts.phone),
-            email = COALESCE(EXCLUDED.email, case_contacts.email),
-            language = COALESCE(EXCLUDED.language, case_contacts.language),
-            updated_at = now()""",
-        case_id,
-        contact.phone,
-        contact.email,
-        contact.language,
-    )
-
-
-async def contact(conn: asyncpg.Connection, case_id: str) -> Contact | None:
-    row = await conn.fetchrow(
-        "SELECT phone, email, language FROM case_contacts WHERE case_id = $1", case_id
-    )
-    return Contact(row["phone"], row["email"], row["language"]) if row else None
+async def save_contacts(conn: asyncpg.Connection, contacts: Mapping[str, Contact]) -> None:
+    """Remember how to reach each citizen; a field a later event lacks keeps its value."""
+    if contacts:
+        await conn.executemany(
+            """
+            INSERT INTO case_contacts (case_id, phone, email, language)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (case_id) DO UPDATE
+            SET phone = COALESCE(EXCLUDED.phone, case_contacts.phone),
+                email = COALESCE(EXCLUDED.email, case_contacts.email),
+                language = COALESCE(EXCLUDED.language, case_contacts.language),
+                updated_at = now()""",
+            [(case_id, c.phone, c.email, c.language) for case_id, c in sorted(contacts.items())],
+        )
 
 
 async def add_deliveries(conn: asyncpg.Connection, deliveries: Sequence[NewDelivery]) -> None:

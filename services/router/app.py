@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import structlog
@@ -89,39 +90,42 @@ class Router:
     # --- consuming ---------------------------------------------------------------------
 
     async def handle_batch(self, batch: Sequence[Inbound]) -> None:
+        """Route a batch in one transaction: the new cases saved with one statement, the
+        decisions written together at the end (returns and triage, rare, one by one)."""
         done: list[tuple[str, str, domain.Outcome]] = []
         async with self.service.pool.acquire() as conn, conn.transaction():
             fresh = await claim_new_events(conn, [item.event.id for item in batch])
+            items = [item for item in batch if item.event.id in fresh]
+            unseen = await store.save_cases(
+                conn, [item.payload for item in items if isinstance(item.payload, CitizenRequest)]
+            )
+            decisions: list[tuple[Any, ...]] = []
             messages: list[Message] = []
-            for item in batch:
-                if item.event.id not in fresh:
-                    continue
+            for item in items:
                 if isinstance(item.payload, CitizenRequest):
-                    result = await self._route_new(conn, item.payload)
+                    if item.payload.case_id not in unseen:
+                        continue  # the same case accepted twice under two event ids
+                    unseen.discard(item.payload.case_id)
+                    result = await self._decide(
+                        conn, decisions, item.payload, attempt=1, excluded=frozenset()
+                    )
                 elif isinstance(item.payload, CaseReturned):
-                    result = await self._route_returned(conn, item.payload)
+                    result = await self._route_returned(conn, decisions, item.payload)
                 else:
                     continue
-                if result is not None:
-                    outcome, message, channel = result
-                    messages.append(message)
-                    done.append((item.payload.case_id, channel, outcome))
+                outcome, message, channel = result
+                messages.append(message)
+                done.append((item.payload.case_id, channel, outcome))
+            await store.save_decisions(conn, decisions)
             await enqueue(conn, self.service.name, messages)
             waiting = await store.count_triage(conn)
         self.waiting.set(waiting)
         for case_id, channel, outcome in done:
             self._count(case_id, channel, outcome)
 
-    async def _route_new(
-        self, conn: asyncpg.Connection, request: CitizenRequest
-    ) -> tuple[domain.Outcome, Message, str] | None:
-        if not await store.save_case(conn, request):
-            return None  # the same case accepted twice under two event ids
-        return await self._decide(conn, request, attempt=1, excluded=frozenset())
-
     async def _route_returned(
-        self, conn: asyncpg.Connection, returned: CaseReturned
-    ) -> tuple[domain.Outcome, Message, str] | None:
+        self, conn: asyncpg.Connection, decisions: list[tuple[Any, ...]], returned: CaseReturned
+    ) -> tuple[domain.Outcome, Message, str]:
         case = await store.lock_case(conn, returned.case_id)
         if case is None:
             raise InvalidEvent(f"unknown case: {returned.case_id} was never routed here")
@@ -136,23 +140,28 @@ class Router:
             )
             await store.save_triage(conn, returned.case_id, attempt, triage, excluded=excluded)
             return triage, self._triage_message(case.request, triage), case.request.channel.value
-        return await self._decide(conn, case.request, attempt=attempt, excluded=excluded)
+        return await self._decide(conn, decisions, case.request, attempt=attempt, excluded=excluded)
 
     async def _decide(
         self,
         conn: asyncpg.Connection,
+        decisions: list[tuple[Any, ...]],
         request: CitizenRequest,
         *,
         attempt: int,
         excluded: frozenset[str],
     ) -> tuple[domain.Outcome, Message, str]:
+        """Decide; a dispatch joins ``decisions`` (written by the caller), a triage is
+        written now."""
         started = time.perf_counter()
         outcome = domain.decide(request, self.pack, self.model, excluded=excluded)
         self.latency.observe(time.perf_counter() - started)
         version = self.model.version
         if isinstance(outcome, domain.Decision):
-            await store.save_decision(
-                conn, request.case_id, attempt, outcome, excluded=excluded, model_version=version
+            decisions.append(
+                store.decision_row(
+                    request.case_id, attempt, outcome, excluded=excluded, model_version=version
+                )
             )
             message = self._dispatch_message(request, outcome, attempt, excluded)
         else:
@@ -271,14 +280,18 @@ class Router:
                 trace=[f"triage: {waiting.reason}", f"manual: routed by {operator}: {reason}"],
             )
             await store.resolve_triage(conn, case_id, operator)
-            await store.save_decision(
+            await store.save_decisions(
                 conn,
-                case_id,
-                waiting.attempt,
-                decision,
-                excluded=case.excluded,
-                decided_by=operator,
-                reason=reason,
+                [
+                    store.decision_row(
+                        case_id,
+                        waiting.attempt,
+                        decision,
+                        excluded=case.excluded,
+                        decided_by=operator,
+                        reason=reason,
+                    )
+                ],
             )
             await store.save_example(conn, waiting.request, category, lead, operator, reason)
             message = self._dispatch_message(

@@ -19,16 +19,22 @@ class CaseState:
     excluded: frozenset[str]
 
 
-async def save_case(conn: asyncpg.Connection, request: CitizenRequest) -> bool:
-    """Remember the request (for re-routing); False if the case was already known."""
-    inserted = await conn.fetchval(
-        "INSERT INTO cases (case_id, request, received_at) VALUES ($1, $2, $3)"
-        " ON CONFLICT (case_id) DO NOTHING RETURNING true",
-        request.case_id,
-        request.model_dump(mode="json"),
-        request.received_at,
+async def save_cases(conn: asyncpg.Connection, requests: list[CitizenRequest]) -> set[str]:
+    """Remember the requests (for re-routing); returns the case ids not known before."""
+    if not requests:
+        return set()
+    inserted = await conn.fetch(
+        """
+        INSERT INTO cases (case_id, request, received_at)
+        SELECT case_id, request::jsonb, received_at
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS r(case_id, request, received_at)
+        ON CONFLICT (case_id) DO NOTHING
+        RETURNING case_id""",
+        [r.case_id for r in requests],
+        [r.model_dump_json() for r in requests],
+        [r.received_at for r in requests],
     )
-    return bool(inserted)
+    return {row["case_id"] for row in inserted}
 
 
 async def lock_case(conn: asyncpg.Connection, case_id: str) -> CaseState | None:
@@ -53,8 +59,7 @@ async def update_case(
     )
 
 
-async def save_decision(
-    conn: asyncpg.Connection,
+def decision_row(
     case_id: str,
     attempt: int,
     decision: Decision,
@@ -63,15 +68,9 @@ async def save_decision(
     model_version: str | None = None,
     decided_by: str | None = None,
     reason: str | None = None,
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO decisions
-            (case_id, attempt, outcome, category, lead, cooperating, confidence, trace,
-             method, route_id, urgency, sla_policy, jurisdiction, excluded, model_version,
-             decided_by, reason)
-        VALUES ($1, $2, 'dispatched', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                $15, $16)""",
+) -> tuple[Any, ...]:
+    """One dispatch decision as ``save_decisions`` writes it."""
+    return (
         case_id,
         attempt,
         decision.category,
@@ -89,6 +88,21 @@ async def save_decision(
         decided_by,
         reason,
     )
+
+
+async def save_decisions(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Record dispatch decisions (``decision_row``), in order, in one pipelined statement."""
+    if rows:
+        await conn.executemany(
+            """
+            INSERT INTO decisions
+                (case_id, attempt, outcome, category, lead, cooperating, confidence, trace,
+                 method, route_id, urgency, sla_policy, jurisdiction, excluded, model_version,
+                 decided_by, reason)
+            VALUES ($1, $2, 'dispatched', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                    $15, $16)""",
+            rows,
+        )
 
 
 async def save_triage(

@@ -12,7 +12,7 @@ from georeport import GeoReport
 
 from deploy.local.procs import free_port
 from services.intake.lifecycle import Change
-from services.intake.store import apply_change
+from services.intake.store import apply_changes
 from shared.http import make_server
 from tests.helpers import eventually
 from tests.integration.intake_support import JURISDICTION, ROLE_KEYS, IntakeEnv, auth
@@ -263,7 +263,7 @@ async def _make_requests(env: IntakeEnv, n: int) -> list[str]:
 
 async def _project(env: IntakeEnv, change: Change, event_id: str) -> None:
     async with env.pool.acquire() as conn:
-        await apply_change(conn, event_id, change)
+        await apply_changes(conn, [(event_id, change)])
 
 
 async def test_lifecycle_gives_status_agency_and_expected_datetime(intake_env: IntakeEnv) -> None:
