@@ -20,7 +20,8 @@ BatchWrite = Callable[[list[Item]], Awaitable[Sequence[Result | Exception]]]
 
 
 class GroupCommit(Generic[Item, Result]):
-    """Writes submitted items in batches, one batch at a time.
+    """Writes submitted items in batches, up to ``concurrency`` batches at a time (one
+    transaction waiting on round trips need not hold back the next).
 
     ``write`` gets the batch and returns one result or exception per item; an exception
     raised by ``write`` itself (the transaction failed) is every caller's answer, as it
@@ -33,25 +34,36 @@ class GroupCommit(Generic[Item, Result]):
         *,
         linger_seconds: float = 0.005,
         max_batch: int = 500,
+        concurrency: int = 1,
     ) -> None:
         self.write = write
         self.linger = linger_seconds
         self.max_batch = max_batch
         self.waiting: list[tuple[Item, asyncio.Future[Result]]] = []
-        self.flushing: asyncio.Task[None] | None = None
+        self.concurrency = concurrency
+        self.flushers: set[asyncio.Task[None]] = set()
+        self.collecting = 0  # flushers lingering for a batch: a new item joins theirs
 
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self.waiting.append((item, future))
-        if self.flushing is None or self.flushing.done():
-            self.flushing = asyncio.create_task(self._flush())
+        if not self.collecting and len(self.flushers) < self.concurrency:
+            flusher = asyncio.create_task(self._flush())
+            self.flushers.add(flusher)
+            flusher.add_done_callback(self.flushers.discard)
         return await future
 
     async def _flush(self) -> None:
         while self.waiting:
-            await asyncio.sleep(self.linger)
+            self.collecting += 1
+            try:
+                await asyncio.sleep(self.linger)
+            finally:
+                self.collecting -= 1
             batch = self.waiting[: self.max_batch]
             del self.waiting[: self.max_batch]
+            if not batch:  # another flusher took them
+                break
             try:
                 results = await self.write([item for item, _ in batch])
                 if len(results) != len(batch):

@@ -73,6 +73,13 @@ class EscalationSettings(CommonSettings):
         le=16,
         description="Timer loops per replica: while one waits on PostgreSQL another prepares",
     )
+    action_transactions: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="Callback batches committed at once: one waiting on PostgreSQL need not"
+        " hold back the next",
+    )
     metrics_refresh_seconds: float = Field(
         default=15, gt=0, description="How often the case and rate gauges are recomputed"
     )
@@ -129,7 +136,9 @@ class Escalation:
         self.source = source
         self.schema = "escalation"
         self.clocks = SlaClocks.for_sla(pack.sla)
-        self.actions: GroupCommit[ActionRequest, Answer] = GroupCommit(self._act_batch)
+        self.actions: GroupCommit[ActionRequest, Answer] = GroupCommit(
+            self._act_batch, concurrency=settings.action_transactions
+        )
         m = metrics
         self.escalations = m.counter(
             "escalations_total", "Escalations fired", ["level", "department", "clock"]

@@ -202,8 +202,10 @@ async def serve(args: argparse.Namespace) -> None:
         silent_fraction=args.silent_fraction,
         seed=args.seed,
     )
+    # One process stands in for every department, each of which would have its own
+    # connections: a small shared cap would queue callbacks here, not in escalation.
     app.client = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=30)
+        connector=aiohttp.TCPConnector(limit=512), timeout=aiohttp.ClientTimeout(total=30)
     )
     config = uvicorn.Config(
         app,

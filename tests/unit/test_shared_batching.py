@@ -13,13 +13,14 @@ from shared.batching import GroupCommit
 class Recorder:
     """A write that records its batches and answers each item with a result or a fault."""
 
-    def __init__(self, fail_batch: int | None = None) -> None:
+    def __init__(self, fail_batch: int | None = None, seconds: float = 0.01) -> None:
         self.batches: list[list[int]] = []
         self.fail_batch = fail_batch
+        self.seconds = seconds
 
     async def write(self, items: list[int]) -> list[int | Exception]:
         self.batches.append(items)
-        await asyncio.sleep(0.01)  # a transaction's round trips
+        await asyncio.sleep(self.seconds)  # a transaction's round trips
         if len(self.batches) == self.fail_batch:
             raise ConnectionError("database went away")
         return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
@@ -94,3 +95,26 @@ async def test_a_write_answering_the_wrong_number_of_items_fails_the_batch() -> 
     commit = GroupCommit(short)
     results = await asyncio.gather(*(_outcome(commit, i) for i in (1, 2)))
     assert results == ["RuntimeError: 1 results for 2 items"] * 2
+
+
+async def test_with_concurrency_a_batch_is_written_while_another_is_in_flight() -> None:
+    recorder = Recorder(seconds=0.3)
+    commit = GroupCommit(recorder.write, concurrency=2)
+    first = asyncio.gather(*(commit.submit(i) for i in (0, 2)))
+    await asyncio.sleep(0.1)  # the first batch is being written (300 ms)
+    second = asyncio.gather(*(commit.submit(i) for i in (4, 6)))
+    await asyncio.sleep(0.1)  # the second batch is being written too
+    assert recorder.batches == [[0, 2], [4, 6]]
+    assert (await first, await second) == ([0, 20], [40, 60])
+
+
+async def test_without_concurrency_the_next_batch_waits_for_the_write() -> None:
+    recorder = Recorder(seconds=0.3)
+    commit = GroupCommit(recorder.write)
+    first = asyncio.gather(*(commit.submit(i) for i in (0, 2)))
+    await asyncio.sleep(0.1)
+    second = asyncio.gather(*(commit.submit(i) for i in (4, 6)))
+    await asyncio.sleep(0.1)
+    assert recorder.batches == [[0, 2]]
+    assert (await first, await second) == ([0, 20], [40, 60])
+    assert recorder.batches == [[0, 2], [4, 6]]
