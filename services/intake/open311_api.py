@@ -58,8 +58,12 @@ def make_router(intake: Intake) -> APIRouter:
     categories = intake.pack.categories
     departments = intake.pack.departments
 
-    def check(fmt: str, params: Mapping[str, str]) -> str:
+    def check(fmt: str, params: Mapping[str, str], **path: str) -> str:
         checked = o3.check_format(fmt)
+        # PostgreSQL text cannot hold a NUL: refuse it here rather than fail in the query.
+        for name, value in [*params.items(), *path.items()]:
+            if "\x00" in value:
+                raise o3.Open311Error(400, f"{name[:40]!r} contains a NUL character")
         jurisdiction = params.get("jurisdiction_id")
         if jurisdiction and jurisdiction != intake.open311.jurisdiction:
             raise o3.Open311Error(404, f"jurisdiction_id {jurisdiction[:60]!r} not found")
@@ -155,7 +159,7 @@ def make_router(intake: Intake) -> APIRouter:
     @router.get("/requests/{service_request_id}.{fmt}")
     async def get_request(service_request_id: str, fmt: str, request: Request) -> Response:
         """One request, as a list of one."""
-        fmt = check(fmt, request.query_params)
+        fmt = check(fmt, request.query_params, service_request_id=service_request_id)
         extensions = request.query_params.get("extensions", "").lower() == "true"
         async with intake.pool.acquire() as conn:
             view = await get_case(conn, service_request_id)
@@ -166,7 +170,7 @@ def make_router(intake: Intake) -> APIRouter:
     @router.get("/tokens/{token}.{fmt}")
     async def get_token(token: str, fmt: str, request: Request) -> Response:
         """The service_request_id a POST's token stands for."""
-        fmt = check(fmt, request.query_params)
+        fmt = check(fmt, request.query_params, token=token)
         case_id = None
         if token.startswith(TOKEN_PREFIX):
             async with intake.pool.acquire() as conn:

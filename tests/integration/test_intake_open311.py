@@ -454,3 +454,14 @@ async def test_reading_needs_no_key_but_v1_reads_do(intake_env: IntakeEnv) -> No
     assert (
         await intake_env.http.get(f"/v1/requests/{case_id}", headers=auth("app"))
     ).status_code == 200
+
+
+async def test_a_nul_character_in_a_query_or_an_id_gets_400(intake_env: IntakeEnv) -> None:
+    for url, params in (
+        (f"{BASE}/requests.json", {"service_request_id": "\x00"}),
+        (f"{BASE}/requests/BJ%00.json", {}),
+        (f"{BASE}/tokens/tok%00.json", {}),
+    ):
+        response = await intake_env.http.get(url, params=params)
+        assert response.status_code == 400, (url, response.text)
+        assert "NUL" in response.text
