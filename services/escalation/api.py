@@ -315,7 +315,7 @@ def make_router(escalation: Escalation) -> APIRouter:
         """The case with its clocks and its timeline (oldest first)."""
         require(keys, request, *READERS)
         async with escalation.pool.acquire() as conn:
-            case = await store.load_case(conn, case_id, lock=False)
+            case = await store.load_case(conn, case_id)
             if case is None:
                 raise HTTPException(404, f"no case {case_id}")
             entries = await store.timeline(conn, case_id)

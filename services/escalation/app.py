@@ -374,7 +374,7 @@ class Escalation:
                 )
         return results
 
-    def _repeat(self, request: ActionRequest, earlier: Any) -> Answer | Exception:
+    def _repeat(self, request: ActionRequest, earlier: asyncpg.Record) -> Answer | Exception:
         """The answer to a webhook-id registered before this batch."""
         assert request.callback is not None
         if earlier["request_sha256"] == request.callback[2] and earlier["status"] is not None:

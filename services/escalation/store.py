@@ -55,12 +55,9 @@ def case_from_row(row: asyncpg.Record | dict[str, Any]) -> Case:
     )
 
 
-async def load_case(conn: asyncpg.Connection, case_id: str, *, lock: bool) -> Case | None:
-    """The case, locked for this transaction when ``lock`` (writers of one case take turns)."""
-    if lock:
-        row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1 FOR UPDATE", case_id)
-    else:
-        row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
+async def load_case(conn: asyncpg.Connection, case_id: str) -> Case | None:
+    """The case as it is (for reading; writers lock with ``load_cases``)."""
+    row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
     return case_from_row(row) if row is not None else None
 
 

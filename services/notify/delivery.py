@@ -278,6 +278,11 @@ class Deliverer:
                 **context,
             )
 
+    async def _settle_batch(self, items: list[store.Settlement]) -> list[None]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await store.settle(conn, items)
+        return [None] * len(items)
+
     # --- one HTTP attempt -------------------------------------------------------------
 
     def client(self, endpoint: Endpoint) -> aiohttp.ClientSession:
@@ -401,8 +406,3 @@ class Deliverer:
         now = time.monotonic()
         for name, breaker in self.breakers.items():
             self.breaker_state.labels(name).set(int(breaker.current(now)))
-
-    async def _settle_batch(self, items: list[store.Settlement]) -> list[None]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await store.settle(conn, items)
-        return [None] * len(items)

@@ -96,10 +96,8 @@ class Ingest:
         a few statements per batch, not two or three round trips per event."""
         ordered = accepted_first(items)
         case_ids = [_case_id(item) for item in ordered]
-        batch = BatchFacts(
-            holders=await store.holders_of(conn, case_ids),
-            contacts=await store.contacts_of(conn, case_ids) if self.notices_on else {},
-        )
+        holders, contacts = await store.case_facts(conn, case_ids)
+        batch = BatchFacts(holders=holders, contacts=contacts if self.notices_on else {})
         new: list[store.NewDelivery] = []
         for item, case_id in zip(ordered, case_ids, strict=True):
             new.extend(self._one(batch, item, case_id, now))

@@ -40,20 +40,35 @@ class Holders:
 NO_HOLDERS = Holders(None, [], None)
 
 
-async def holders_of(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, Holders]:
+async def case_facts(
+    conn: asyncpg.Connection, case_ids: Sequence[str]
+) -> tuple[dict[str, Holders], dict[str, Contact]]:
+    """Who holds each case and how to reach its citizen (for the cases that have them),
+    in one round trip for a batch."""
     rows = await conn.fetch(
-        "SELECT case_id, lead, cooperating, urgency FROM case_holders"
-        " WHERE case_id = ANY($1::text[])",
+        """
+        SELECT ids.case_id, h.case_id IS NOT NULL AS held, h.lead, h.cooperating, h.urgency,
+               c.case_id IS NOT NULL AS reachable, c.phone, c.email, c.language
+        FROM unnest($1::text[]) AS ids (case_id)
+        LEFT JOIN case_holders h USING (case_id)
+        LEFT JOIN case_contacts c USING (case_id)""",
         sorted(set(case_ids)),
     )
-    return {
+    holders = {
         row["case_id"]: Holders(
             row["lead"],
             list(row["cooperating"]),
             Urgency(row["urgency"]) if row["urgency"] else None,
         )
         for row in rows
+        if row["held"]
     }
+    contacts = {
+        row["case_id"]: Contact(row["phone"], row["email"], row["language"])
+        for row in rows
+        if row["reachable"]
+    }
+    return holders, contacts
 
 
 async def set_holders(conn: asyncpg.Connection, holders: Mapping[str, Holders]) -> None:
@@ -71,14 +86,6 @@ async def set_holders(conn: asyncpg.Connection, holders: Mapping[str, Holders]) 
                 for case_id, h in sorted(holders.items())
             ],
         )
-
-
-async def contacts_of(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, Contact]:
-    rows = await conn.fetch(
-        "SELECT case_id, phone, email, language FROM case_contacts WHERE case_id = ANY($1::text[])",
-        sorted(set(case_ids)),
-    )
-    return {row["case_id"]: Contact(row["phone"], row["email"], row["language"]) for row in rows}
 
 
 async def save_contacts(conn: asyncpg.Connection, contacts: Mapping[str, Contact]) -> None:
