@@ -26,7 +26,15 @@ from services.intake.domain import (
     resolve_category,
 )
 from services.intake.lifecycle import CASE_EVENT_TYPES, CaseView, Change, change_for
-from services.intake.store import Acceptance, IdempotencyKey, accept, apply_changes, get_case
+from services.intake.store import (
+    Acceptance,
+    IdempotencyKey,
+    Submission,
+    accept,
+    accept_many,
+    apply_changes,
+    get_case,
+)
 from shared.apikeys import ApiKeys, ApiKeysError
 from shared.channels import MAX_BODY_BYTES, SubmittedRequest
 from shared.citypack import CityPack, load_pack_or_exit
@@ -113,25 +121,31 @@ class Intake:
 
     # --- accepting ----------------------------------------------------------------------------
 
-    async def accept_one(
-        self,
-        conn: asyncpg.Connection,
-        payload: ChannelPayload,
-        idempotency: IdempotencyKey | None = None,
-    ) -> Acceptance:
-        """Store the request and queue its accepted event, in the caller's transaction."""
+    def submission(self, payload: ChannelPayload) -> Submission:
         category = resolve_category(hint_of(payload), self.pack.categories)
-        outcome = await accept(conn, payload, utcnow(), category=category, idempotency=idempotency)
-        if outcome.created and outcome.request is not None:
-            event = new_event(
-                EventType.REQUEST_ACCEPTED,
-                source=self.source,
-                subject=outcome.case_id,
-                data=outcome.request,
-            )
-            topic = self.topics(Topic.REQUESTS_ACCEPTED)
-            await enqueue(conn, SERVICE, [(topic, outcome.case_id, event)])
-        return outcome
+        return Submission(payload, utcnow(), category)
+
+    async def announce(self, conn: asyncpg.Connection, outcomes: Sequence[Acceptance]) -> None:
+        """Queue the accepted event of each new case, in order, in the caller's transaction."""
+        topic = self.topics(Topic.REQUESTS_ACCEPTED)
+        await enqueue(
+            conn,
+            SERVICE,
+            [
+                (
+                    topic,
+                    outcome.case_id,
+                    new_event(
+                        EventType.REQUEST_ACCEPTED,
+                        source=self.source,
+                        subject=outcome.case_id,
+                        data=outcome.request,
+                    ),
+                )
+                for outcome in outcomes
+                if outcome.created and outcome.request is not None
+            ],
+        )
 
     async def submit(
         self,
@@ -143,7 +157,8 @@ class Intake:
     ) -> Acceptance:
         """An HTTP submission: accept it in its own transaction and count the outcome."""
         async with self.pool.acquire() as conn, conn.transaction():
-            outcome = await self.accept_one(conn, payload, idempotency)
+            outcome = await accept(conn, self.submission(payload), idempotency=idempotency)
+            await self.announce(conn, [outcome])
         if outcome.conflict:
             self.rejected(via, Rejection.CONFLICT, payload.channel)
         else:
@@ -177,7 +192,7 @@ class Intake:
             size = len(item.record.value or b"")
             if item.event.type == EventType.REQUEST_SUBMITTED and size > MAX_BODY_BYTES:
                 raise InvalidEvent(f"too_large: {size} bytes, over the {MAX_BODY_BYTES} limit")
-        outcomes: list[tuple[Inbound, str, Acceptance]] = []
+        requests: list[tuple[Inbound, ChannelPayload]] = []
         changes: list[tuple[str, Change]] = []
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await claim_new_events(conn, [item.event.id for item in batch])
@@ -185,25 +200,30 @@ class Intake:
                 if item.event.id not in fresh:
                     continue
                 if isinstance(item.payload, SubmittedRequest):
-                    payload = item.payload.root
-                    outcome = await self.accept_one(conn, payload)
-                    if outcome.conflict:
-                        raise InvalidEvent(
-                            f"conflict: {payload.channel}:{payload.source_ref} was accepted as"
-                            f" {outcome.case_id} with different content"
-                        )
-                    outcomes.append((item, payload.channel, outcome))
+                    requests.append((item, item.payload.root))
                     continue
                 change = change_for(item.event.type, item.payload)
                 if change is not None:
                     changes.append((item.event.id, change))
+            outcomes = (
+                await accept_many(conn, [self.submission(payload) for _, payload in requests])
+                if requests
+                else []
+            )
+            for (_, payload), outcome in zip(requests, outcomes, strict=True):
+                if outcome.conflict:
+                    raise InvalidEvent(
+                        f"conflict: {payload.channel}:{payload.source_ref} was accepted as"
+                        f" {outcome.case_id} with different content"
+                    )
+            await self.announce(conn, outcomes)
             # After the requests: an event can only name a case whose acceptance committed.
             await apply_changes(conn, changes)
         for _, change in changes:
             self._projected.labels(change.kind).inc()
         now = time.time()
-        for item, channel, outcome in outcomes:
-            self.counted(channel, "kafka", outcome, now - item.record.timestamp / 1000)
+        for (item, payload), outcome in zip(requests, outcomes, strict=True):
+            self.counted(payload.channel, "kafka", outcome, now - item.record.timestamp / 1000)
 
     def consumer(self, bootstrap: str, producer: AIOKafkaProducer) -> ConsumerRuntime:
         """The consumer of citizen.requests.v1 and case.events.v1 (group civicroute.intake)."""

@@ -28,37 +28,43 @@ class IdempotencyKey:
     key: str
 
 
+@dataclass(frozen=True)
+class Submission:
+    """A request as it arrived: the payload, when intake had it, the category its hint names."""
+
+    payload: ChannelPayload
+    received_at: datetime
+    category: str | None = None
+
+
 async def accept(
     conn: asyncpg.Connection,
-    payload: ChannelPayload,
-    received_at: datetime,
+    submission: Submission,
     *,
-    category: str | None = None,
     idempotency: IdempotencyKey | None = None,
 ) -> Acceptance:
-    """Store the request once per (channel, source_ref); say whether it is new.
+    """Store one request, as :func:`accept_many` does, honouring an Idempotency-Key.
 
-    A second delivery of the same payload is a duplicate (created=False); a
-    different payload under the same identity, or under the same
-    Idempotency-Key, is a conflict. Concurrent deliveries are safe: the unique
-    constraints decide, and the loser reads the winner's row.
+    The same key again with the same payload returns the first case; with a
+    different payload it is a conflict.
     """
-    fingerprint = payload_hash(payload)
-    if idempotency is not None:
-        # Serialise the holders of one key so the second waits for the first's commit.
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            f"idem\x1f{idempotency.client}\x1f{idempotency.key}",
-        )
-        known = await conn.fetchrow(
-            "SELECT case_id, payload_hash FROM idempotency_keys WHERE client = $1 AND key = $2",
-            idempotency.client,
-            idempotency.key,
-        )
-        if known is not None:
-            return Acceptance(known["case_id"], False, known["payload_hash"] != fingerprint)
-    outcome = await _accept_once(conn, payload, received_at, fingerprint, category)
-    if idempotency is not None and not outcome.conflict:
+    if idempotency is None:
+        return (await accept_many(conn, [submission]))[0]
+    # Serialise the holders of one key so the second waits for the first's commit.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        f"idem\x1f{idempotency.client}\x1f{idempotency.key}",
+    )
+    known = await conn.fetchrow(
+        "SELECT case_id, payload_hash FROM idempotency_keys WHERE client = $1 AND key = $2",
+        idempotency.client,
+        idempotency.key,
+    )
+    fingerprint = payload_hash(submission.payload)
+    if known is not None:
+        return Acceptance(known["case_id"], False, known["payload_hash"] != fingerprint)
+    outcome = (await accept_many(conn, [submission]))[0]
+    if not outcome.conflict:
         await conn.execute(
             "INSERT INTO idempotency_keys (client, key, payload_hash, case_id)"
             " VALUES ($1, $2, $3, $4)",
@@ -70,54 +76,130 @@ async def accept(
     return outcome
 
 
-async def _accept_once(
-    conn: asyncpg.Connection,
-    payload: ChannelPayload,
-    received_at: datetime,
-    fingerprint: str,
-    category: str | None,
-) -> Acceptance:
-    existing = await _find(conn, payload.channel, payload.source_ref)
-    if existing is not None:
-        return Acceptance(existing["case_id"], False, existing["payload_hash"] != fingerprint)
-    number = await conn.fetchval("SELECT nextval('case_number')")
-    case_id = format_case_id(number, received_at)
-    request = to_citizen_request(payload, case_id=case_id, received_at=received_at)
-    inserted = await conn.fetchval(
+@dataclass
+class _Identity:
+    """What one (channel, source_ref) resolved to in a batch."""
+
+    case_id: str
+    fingerprint: str
+    created: bool = False
+    request: CitizenRequest | None = None
+
+
+async def accept_many(
+    conn: asyncpg.Connection, submissions: Sequence[Submission]
+) -> list[Acceptance]:
+    """Store each request once per (channel, source_ref); say, in order, which are new.
+
+    A second delivery of the same payload is a duplicate (created=False) and
+    returns the first's case; a different payload under the same identity is a
+    conflict. That holds within the batch too. Concurrent deliveries are safe:
+    the unique constraint decides, and the loser reads the winner's row.
+    A whole batch costs four statements, however many requests it holds.
+    """
+    fingerprints = [payload_hash(s.payload) for s in submissions]
+    identities = [(s.payload.channel, s.payload.source_ref) for s in submissions]
+    resolved = await _find_many(conn, identities)
+    fresh: dict[tuple[str, str], int] = {}  # identity -> index of its first submission
+    for index, identity in enumerate(identities):
+        if identity not in resolved and identity not in fresh:
+            fresh[identity] = index
+    if fresh:
+        numbers = sorted(
+            await conn.fetchval(
+                "SELECT array_agg(nextval('case_number')) FROM generate_series(1, $1)", len(fresh)
+            )
+        )
+        candidates: dict[tuple[str, str], _Identity] = {}
+        for number, (identity, index) in zip(numbers, fresh.items(), strict=True):
+            s = submissions[index]
+            case_id = format_case_id(number, s.received_at)
+            request = to_citizen_request(s.payload, case_id=case_id, received_at=s.received_at)
+            candidates[identity] = _Identity(case_id, fingerprints[index], True, request)
+        stored = await _insert_requests(conn, candidates)
+        lost_races = [identity for identity, c in candidates.items() if c.case_id not in stored]
+        resolved |= {i: c for i, c in candidates.items() if c.case_id in stored}
+        if lost_races:  # a concurrent delivery of the same request committed first
+            resolved |= await _find_many(conn, lost_races)
+        await _insert_statuses(
+            conn, [(c, submissions[fresh[i]]) for i, c in candidates.items() if c.case_id in stored]
+        )
+    outcomes: list[Acceptance] = []
+    first_seen: set[tuple[str, str]] = set()
+    for identity, fingerprint in zip(identities, fingerprints, strict=True):
+        known = resolved[identity]
+        created = known.created and identity not in first_seen
+        first_seen.add(identity)
+        outcomes.append(
+            Acceptance(
+                known.case_id,
+                created,
+                known.fingerprint != fingerprint,
+                known.request if created else None,
+            )
+        )
+    return outcomes
+
+
+async def _find_many(
+    conn: asyncpg.Connection, identities: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], _Identity]:
+    channels, refs = (list(column) for column in zip(*identities, strict=True))
+    rows = await conn.fetch(
+        "SELECT r.channel, r.source_ref, r.case_id, r.payload_hash FROM requests r"
+        " JOIN unnest($1::text[], $2::text[]) AS wanted (channel, source_ref)"
+        " USING (channel, source_ref)",
+        channels,
+        refs,
+    )
+    return {
+        (r["channel"], r["source_ref"]): _Identity(r["case_id"], r["payload_hash"]) for r in rows
+    }
+
+
+async def _insert_requests(
+    conn: asyncpg.Connection, candidates: dict[tuple[str, str], _Identity]
+) -> set[str]:
+    """Insert the new requests; return the case ids stored (those not beaten to it)."""
+    # In identity order: two batches sharing requests wait for each other in the same order.
+    rows = sorted(
+        ((identity, c, c.request) for identity, c in candidates.items() if c.request),
+        key=lambda row: row[0],
+    )
+    stored = await conn.fetch(
         """
         INSERT INTO requests
             (case_id, channel, source_ref, payload_hash, request, received_at, requested_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[],
+                             $6::timestamptz[], $7::timestamptz[])
         ON CONFLICT (channel, source_ref) DO NOTHING
         RETURNING case_id""",
-        case_id,
-        payload.channel,
-        payload.source_ref,
-        fingerprint,
-        request.model_dump(mode="json"),
-        received_at,
-        request.submitted_at or received_at,
+        [c.case_id for _, c, _ in rows],
+        [channel for (channel, _), _, _ in rows],
+        [ref for (_, ref), _, _ in rows],
+        [c.fingerprint for _, c, _ in rows],
+        [r.model_dump(mode="json") for _, _, r in rows],
+        [r.received_at for _, _, r in rows],
+        [r.submitted_at or r.received_at for _, _, r in rows],
     )
-    if inserted is None:  # a concurrent delivery of the same request won the race
-        winner = await _find(conn, payload.channel, payload.source_ref)
-        assert winner is not None
-        return Acceptance(winner["case_id"], False, winner["payload_hash"] != fingerprint)
+    return {row["case_id"] for row in stored}
+
+
+async def _insert_statuses(
+    conn: asyncpg.Connection, accepted: Sequence[tuple[_Identity, Submission]]
+) -> None:
+    if not accepted:
+        return
     await conn.execute(
-        "INSERT INTO case_status (case_id, state, category, updated_at) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (case_id) DO NOTHING",
-        case_id,
+        """
+        INSERT INTO case_status (case_id, state, category, updated_at)
+        SELECT case_id, $2, category, updated_at
+        FROM unnest($1::text[], $3::text[], $4::timestamptz[]) AS s (case_id, category, updated_at)
+        ON CONFLICT (case_id) DO NOTHING""",
+        [c.case_id for c, _ in accepted],
         RECEIVED,
-        category,
-        received_at,
-    )
-    return Acceptance(case_id, True, False, request)
-
-
-async def _find(conn: asyncpg.Connection, channel: str, source_ref: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT case_id, payload_hash FROM requests WHERE channel = $1 AND source_ref = $2",
-        channel,
-        source_ref,
+        [s.category for _, s in accepted],
+        [s.received_at for _, s in accepted],
     )
 
 

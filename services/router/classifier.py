@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -61,8 +62,14 @@ Trainer = Callable[[Sequence[Example], Sequence[Category], str], Classifier]
 
 
 def words_zh(text: str) -> list[str]:
-    """jieba words, without punctuation and spaces."""
-    return [w for w in jieba.lcut(text.lower()) if _LATIN_WORD.search(w)]
+    """jieba words, without punctuation and spaces.
+
+    Dictionary words only (no HMM guessing of new words): a guessed word is
+    rarely in the vocabulary, the character n-grams cover its characters, and
+    the HMM was a third of the segmentation's time. Holdout accuracy of the
+    demo-zh pack went 0.933 → 0.948, its 5-fold CV 0.876 → 0.867.
+    """
+    return [w for w in jieba.lcut(text.lower(), HMM=False) if _LATIN_WORD.search(w)]
 
 
 def words_latin(text: str) -> list[str]:
@@ -115,33 +122,38 @@ class TfidfLinear:
         return self
 
     def vectorize(self, text: str) -> sparse.csr_matrix:
-        """The TF-IDF row of one text, as ``self.features.transform([text])`` computes it.
+        """The TF-IDF row of one text, as ``self.features.transform([text])`` computes it."""
+        columns, values = self._row(text)
+        return sparse.csr_matrix((values, columns, [0, len(columns)]), shape=(1, self._width))
+
+    def _row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """The non-zero columns (ascending) and values of the text's TF-IDF row.
 
         sklearn's per-call checks cost about a millisecond per vectorizer for a
         single text; the fitted analyzers, vocabularies and idf weights give the
         same row in a fraction of it (a unit test holds the two equal).
         """
-        columns: list[int] = []
-        values: list[float] = []
+        column_parts: list[np.ndarray] = []
+        value_parts: list[np.ndarray] = []
         for analyze, vocabulary, idf, offset in self._fast:
             counts: dict[int, int] = {}
-            for token in analyze(text):
+            for token, count in Counter(analyze(text)).items():  # C-speed counting
                 index = vocabulary.get(token)
                 if index is not None:
-                    counts[index] = counts.get(index, 0) + 1
+                    counts[index] = count
             if not counts:
                 continue
             keys = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
             tf = np.fromiter(counts.values(), dtype=float, count=len(counts))
             weights = (1.0 + np.log(tf)) * idf[keys]  # sublinear tf x idf
             weights /= np.sqrt(np.dot(weights, weights))  # l2 per vectorizer
-            columns.extend((keys + offset).tolist())
-            values.extend(weights.tolist())
+            column_parts.append(keys + offset)
+            value_parts.append(weights)
+        if not column_parts:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        columns = np.concatenate(column_parts)
         order = np.argsort(columns)
-        return sparse.csr_matrix(
-            (np.asarray(values)[order], np.asarray(columns)[order], [0, len(columns)]),
-            shape=(1, self._width),
-        )
+        return columns[order], np.concatenate(value_parts)[order]
 
     def _prepare(self) -> None:
         fast, offset = [], 0
@@ -152,10 +164,13 @@ class TfidfLinear:
             offset += len(vectorizer.vocabulary_)
         self._fast = fast
         self._width = offset
+        # One row per feature, a column per class: a request's features pick their rows.
+        self._weights_by_feature = np.ascontiguousarray(self.model.coef_.T)
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
         state.pop("_fast", None)  # analyzers are rebuilt after loading
+        state.pop("_weights_by_feature", None)
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -163,21 +178,21 @@ class TfidfLinear:
         self._prepare()
 
     def predict(self, text: str) -> Prediction:
-        row = self.vectorize(text)
-        probabilities = _softmax(row @ self.model.coef_.T + self.model.intercept_)
+        columns, values = self._row(text)
+        # A dot product over the row's few non-zero columns; no sparse matrix per call.
+        scores = values @ self._weights_by_feature[columns] + self.model.intercept_
+        probabilities = _softmax(scores)
         order = np.argsort(probabilities)[::-1]
         classes = self.model.classes_
         ranked = [(str(classes[i]), float(probabilities[i])) for i in order[:5]]
-        return Prediction(ranked, self._top_features(row, int(order[0])))
+        return Prediction(ranked, self._top_features(columns, values, int(order[0])))
 
-    def _top_features(self, row: sparse.csr_matrix, class_index: int) -> list[str]:
+    def _top_features(self, columns: np.ndarray, values: np.ndarray, class_index: int) -> list[str]:
         # For a linear model, a feature's push toward a class is value x weight.
-        coef = self.model.coef_
-        weights = coef[class_index] if coef.shape[0] > 1 else coef[0]
-        columns, values = row.indices, row.data
         if len(columns) == 0:
             return []
-        pushes = values * weights[columns]
+        weights = self._weights_by_feature[columns]
+        pushes = values * weights[:, class_index if weights.shape[1] > 1 else 0]
         best = np.argsort(pushes)[::-1][:TOP_FEATURES]
         return [_feature_label(str(self.names[columns[i]])) for i in best if pushes[i] > 0]
 
