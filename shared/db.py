@@ -79,7 +79,15 @@ async def connect_pool(
                 min_size=1,
                 max_size=max_size,
                 init=_init_connection,
-                server_settings={"search_path": schema, "application_name": f"civicroute-{schema}"},
+                server_settings={
+                    "search_path": schema,
+                    "application_name": f"civicroute-{schema}",
+                    # Plan each execution for the table as it is now. A generic plan is made
+                    # once, for the sizes the tables had then: made while a queue or a new
+                    # deployment's tables were nearly empty, it kept scanning them whole as
+                    # they grew (a lease seq-scanned every delivery; 5 ms a call and rising).
+                    "plan_cache_mode": "force_custom_plan",
+                },
                 command_timeout=60,
             )
         except TRANSIENT_DB_ERRORS as error:

@@ -84,6 +84,7 @@ class PostgresServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     durable: bool = False  # fsync off for tests and demos; on for anything that matters
+    settings: tuple[str, ...] = ()  # more server settings, "name=value"
     process: Managed | None = None
     started_in: float = 0.0
     bin_dir: Path = field(default_factory=find_bin_dir)
@@ -147,6 +148,8 @@ class PostgresServer:
             "-c",
             "log_min_messages=warning",
         ]
+        for setting in self.settings:
+            options += ["-c", setting]
         if not self.durable:
             options += [
                 "-c",

@@ -39,9 +39,9 @@ from deploy.local.stack import REPO, ServiceSet, write_secrets
 from shared.citypack import load_pack
 from shared.settings import DEFAULT_CITIES_DIR
 from shared.topics import TopicNames, ensure_topics
-from tests.bench import load
+from tests.bench import load, pg_statements
 from tests.bench.figures import CpuMeter, percentile, rss_mb, summarise_flow
-from tests.bench.kafka_baseline import kafka_round_trip
+from tests.bench.kafka_baseline import kafka_round_trip, warm_broker
 from tests.bench.profiles import start_profiles
 from tests.bench.timers import timer_burst
 
@@ -96,11 +96,23 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="run the bench's PostgreSQL with fsync and synchronous commit on (default off)",
+    )
+    parser.add_argument(
+        "--broker-warmup",
+        type=float,
+        default=60,
+        help="seconds of steady traffic on a broker the bench started, before measuring",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="sample every service with py-spy during the measured window",
+        help="sample every service with py-spy during the measured window, and record"
+        " PostgreSQL's heaviest statements (pg_stat_statements, when installed)",
     )
     return parser.parse_args()
 
@@ -117,10 +129,21 @@ class Bench:
         self.started: list[Any] = []
         self.bootstrap: str = args.bootstrap or ""
         self.admin_url: str = args.database_url or ""
+        self.statement_stats = False  # pg_stat_statements loaded (--profile, our own server)
+        self.fresh_broker = False
 
     def start_infra(self) -> None:
         if not self.admin_url:
-            postgres = PostgresServer(self.workdir / "postgres")
+            postgres = PostgresServer(self.workdir / "postgres", durable=self.args.durable)
+            # Each phase starts on a fresh database whose queue tables grow from nothing
+            # to tens of thousands of rows within the minute it measures. With the
+            # default minute between autovacuum visits the planner would judge them by
+            # their empty first seconds (seq scans of whole tables); a deployed server
+            # is past that, so the bench's server looks at them every 5 s.
+            postgres.settings = ("autovacuum_naptime=5s",)
+            if self.args.profile and pg_statements.available(postgres.bin_dir):
+                postgres.settings += pg_statements.SETTINGS
+                self.statement_stats = True
             postgres.start()
             self.started.append(postgres)
             self.admin_url = postgres.url()
@@ -130,6 +153,7 @@ class Bench:
             broker.start()
             self.started.append(broker)
             self.bootstrap = broker.bootstrap
+            self.fresh_broker = True
             say(f"kafka {broker.version} ready in {broker.started_in:.1f}s")
 
     def stop_infra(self) -> None:
@@ -163,7 +187,8 @@ class Bench:
         pack_dir = self.bench_pack(city)
         phase_dir = self.workdir / source
         phase_dir.mkdir(exist_ok=True)
-        database_url = await self.fresh_database(f"bench_{source}_{run}")
+        database = f"bench_{source}_{run}"
+        database_url = await self.fresh_database(database)
         topics = TopicNames(f"bench{run}.")
         await ensure_topics(self.bootstrap, topics, args.partitions)
         secrets_file = phase_dir / "secrets.yaml"
@@ -226,11 +251,20 @@ class Bench:
                 if args.profile
                 else []
             )
+            if self.statement_stats:
+                await pg_statements.reset(self.admin_url)
             meter = CpuMeter(self._pids(services, receiver), alone=frozenset({"bench"}))
             published, started = await _publish(
                 self.bootstrap, topics, schedule, services, rss, meter, args.warmup
             )
             cores = meter.shares(args.duration)
+            if self.statement_stats:
+                top = await pg_statements.write_top(
+                    self.admin_url, database, phase_dir / "pg-statements.txt"
+                )
+                say(f"{source}: PostgreSQL's heaviest statements (all in pg-statements.txt):")
+                for line in top:
+                    print(f"    {line}", flush=True)
             for profile in profiles:
                 await asyncio.to_thread(profile.popen.wait, 60)  # py-spy writes when done
                 profile.stop(timeout=10)
@@ -427,6 +461,9 @@ def _brief(figures: dict[str, Any]) -> dict[str, Any]:
 async def main_async(bench: Bench) -> dict[str, Any]:
     args = bench.args
     result: dict[str, Any] = {}
+    if bench.fresh_broker and args.broker_warmup > 0:
+        say(f"kafka: warming the new broker with {args.broker_warmup:g}s of steady traffic")
+        await warm_broker(bench.bootstrap, args.partitions, args.broker_warmup)
     if not args.skip_baseline:
         say("baseline: bare aiokafka produce→consume round trip")
         result["baseline_kafka_rps"] = await kafka_round_trip(bench.bootstrap, args.partitions)
