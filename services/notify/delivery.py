@@ -109,6 +109,11 @@ class Deliverer:
             "How long the oldest pending delivery has been trying (held notices not counted)",
             ["department"],
         )
+        self.stale_connections = metrics.counter(
+            "stale_connections_total",
+            "Attempts resent at once on a new connection: the endpoint had closed the idle one",
+            ["department"],
+        )
         self.breaker_opened = metrics.counter(
             "breaker_opened_total", "Times an endpoint's breaker opened", ["department"]
         )
@@ -292,7 +297,9 @@ class Deliverer:
         if found is None:
             size = endpoint.concurrency + 1  # + the endpoint test
             found = self.clients[endpoint.name] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=size, ttl_dns_cache=300),
+                # Idle connections go after 4 s: before the 5 s after which common servers
+                # (uvicorn, Node.js) close theirs, so a request rarely meets a closed one.
+                connector=aiohttp.TCPConnector(limit=size, ttl_dns_cache=300, keepalive_timeout=4),
                 cookie_jar=aiohttp.DummyCookieJar(),  # a webhook sender keeps no cookies
                 auto_decompress=False,
             )
@@ -337,20 +344,27 @@ class Deliverer:
         failure: Failure | None
         error_text: str | None = None
         try:
-            # asyncio.timeout bounds the whole exchange: connect, send, answer, body.
-            async with (
-                asyncio.timeout(endpoint.timeout),
-                self.client(endpoint).post(url, data=body, headers=headers) as response,
-            ):
-                code = response.status
-                failure = domain.classify(code)
-                if failure is not None:
-                    answer = await response.content.read(MAX_ERROR_CHARS)
-                    error_text = f"HTTP {code}: {answer.decode(errors='replace')}"
-                if code in (429, 503):
-                    retry_after = domain.parse_retry_after(
-                        response.headers.get("retry-after"), utcnow()
+            # asyncio.timeout bounds the whole attempt: connect, send, answer, body.
+            async with asyncio.timeout(endpoint.timeout):
+                try:
+                    code, failure, error_text, retry_after = await self._exchange(
+                        self.client(endpoint), url, body, headers
                     )
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+                    if isinstance(error, aiohttp.ClientConnectorError):
+                        raise  # a new connection failed: the endpoint is down or refusing
+                    # A kept-alive connection the endpoint closed while it sat idle in the
+                    # pool: the request did not get through. Once more, on a new connection
+                    # (the webhook-id makes a repeat harmless should it have got through).
+                    self.stale_connections.labels(endpoint.name).inc()
+                    async with aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(force_close=True),
+                        cookie_jar=aiohttp.DummyCookieJar(),
+                        auto_decompress=False,
+                    ) as fresh:
+                        code, failure, error_text, retry_after = await self._exchange(
+                            fresh, url, body, headers
+                        )
         except TimeoutError:
             code, failure = None, Failure.TIMEOUT
             error_text = f"timed out after {endpoint.timeout:g}s"
@@ -362,6 +376,25 @@ class Deliverer:
         if error_text is not None:
             error_text = mask_text(error_text[:MAX_ERROR_CHARS])
         return Attempt(code, failure, error_text, seconds * 1000, retry_after)
+
+    @staticmethod
+    async def _exchange(
+        client: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, Failure | None, str | None, float | None]:
+        """POST once: the status, its failure class, the error text and any Retry-After."""
+        error_text: str | None = None
+        retry_after: float | None = None
+        async with client.post(url, data=body, headers=headers) as response:
+            code = response.status
+            failure = domain.classify(code)
+            if failure is not None:
+                answer = await response.content.read(MAX_ERROR_CHARS)
+                error_text = f"HTTP {code}: {answer.decode(errors='replace')}"
+            if code in (429, 503):
+                retry_after = domain.parse_retry_after(
+                    response.headers.get("retry-after"), utcnow()
+                )
+        return code, failure, error_text, retry_after
 
     async def ping(self, department: str) -> tuple[str, Attempt]:
         """A signed test event to ``department`` now, outside the queue and the breaker."""

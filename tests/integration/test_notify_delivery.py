@@ -13,6 +13,7 @@ from shared.webhooks import new_secret
 from tests.helpers import eventually
 from tests.notify_kit import (
     Answer,
+    HookServer,
     always,
     case_action,
     dispatched,
@@ -20,6 +21,7 @@ from tests.notify_kit import (
     fast_policy,
     hang_first,
     new_case_id,
+    notify_harness,
     notify_serving,
     pack_secrets,
     slow,
@@ -296,3 +298,69 @@ async def test_a_department_the_pack_no_longer_names_is_not_left_pending_forever
         (row,) = await notify.rows()
         assert (row["status"], row["dead_reason"]) == ("dead", "horizon")
         assert row["last_error"] == "no secret configured"
+
+
+class ClosesIdleConnections:
+    """An endpoint that answers the first request on each connection and closes the
+    connection when a second arrives on it, unanswered: how a server that has timed out
+    an idle keep-alive connection looks to a client that sends on it at that moment."""
+
+    def __init__(self) -> None:
+        self.answered: list[str] = []
+        self.dropped: list[str] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                lines = head.decode("latin-1").split("\r\n")
+                fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+                headers = {name.lower(): value for name, value in fields.items()}
+                await reader.readexactly(int(headers.get("content-length", "0")))
+                if served:
+                    self.dropped.append(headers["webhook-id"])
+                    return
+                served += 1
+                self.answered.append(headers["webhook-id"])
+                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+async def test_a_kept_alive_connection_the_endpoint_closed_is_resent_at_once_on_a_new_one(
+    database_url: str, city_pack: Path
+) -> None:
+    endpoint = ClosesIdleConnections()
+    await endpoint.start()
+    stand_in = HookServer(pack_secrets(city_pack), port=endpoint.port)  # its URLs, not started
+    try:
+        async with notify_harness(database_url, city_pack, stand_in) as notify:
+            first, second = new_case_id(), new_case_id()
+            await notify.publish(dispatched(first, "water_bureau"))
+            await eventually(notify.settled, timeout=20, message="the first delivered")
+            await notify.publish(dispatched(second, "water_bureau"))  # on the kept-alive one
+            await eventually(notify.settled, timeout=20, message="the second delivered")
+
+            rows = await notify.rows()
+            assert [r["status"] for r in rows] == ["delivered", "delivered"]
+            assert [r["attempts"] for r in rows] == [1, 1]  # no failed attempt recorded
+            assert endpoint.answered == [r["webhook_id"] for r in rows]
+            assert endpoint.dropped == [rows[1]["webhook_id"]]
+            assert notify.metric("stale_connections_total", department="water_bureau") == 1
+            assert notify.deliverer.breaker("water_bureau").state is State.CLOSED
+    finally:
+        await endpoint.stop()
