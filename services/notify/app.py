@@ -125,7 +125,10 @@ async def run(
     secrets: dict[str, list[str]],
     keys: ApiKeys,
 ) -> int:
-    service = Service("notify", settings, http_port=settings.http_port, migrations=MIGRATIONS)
+    # The deliveries queue grows from nothing in a surge: plan the lease for it as it is.
+    service = Service(
+        "notify", settings, http_port=settings.http_port, migrations=MIGRATIONS, custom_plans=True
+    )
     await service.start()
     notify = Notify(service, pack, config, secrets, settings, keys)
     service.add_consumer(
