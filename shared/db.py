@@ -69,17 +69,8 @@ async def connect_pool(
     *,
     max_size: int = 10,
     attempts: int = 60,
-    custom_plans: bool = False,
 ) -> asyncpg.Pool:
-    """A pool whose connections see ``schema`` first; waits for the server to come up.
-
-    ``custom_plans``: plan every execution for the tables as they are now. A cached
-    generic plan is made for the sizes the tables had then: made while a queue was
-    nearly empty, it goes on scanning the queue whole as it grows (notify's lease
-    seq-scanned every delivery, 5 ms a call and rising). Planning afresh costs most
-    where a statement carries a long array (each element is estimated), so only a
-    service whose hot statements read a fast-growing queue asks for it.
-    """
+    """A pool whose connections see ``schema`` first; waits for the server to come up."""
     check_schema_name(schema)
     for attempt in range(1, attempts + 1):
         try:
@@ -91,7 +82,11 @@ async def connect_pool(
                 server_settings={
                     "search_path": schema,
                     "application_name": f"civicroute-{schema}",
-                    "plan_cache_mode": "force_custom_plan" if custom_plans else "auto",
+                    # Plan each execution for the table as it is now. A generic plan is made
+                    # once, for the sizes the tables had then: made while a queue or a new
+                    # deployment's tables were nearly empty, it kept scanning them whole as
+                    # they grew (a lease seq-scanned every delivery; 5 ms a call and rising).
+                    "plan_cache_mode": "force_custom_plan",
                 },
                 command_timeout=60,
             )

@@ -38,16 +38,9 @@ class Service:
     """One civicroute service process. ``name`` is also its database schema."""
 
     def __init__(
-        self,
-        name: str,
-        settings: CommonSettings,
-        *,
-        http_port: int,
-        migrations: Path | None,
-        custom_plans: bool = False,
+        self, name: str, settings: CommonSettings, *, http_port: int, migrations: Path | None
     ) -> None:
         self.name = name
-        self.custom_plans = custom_plans  # see shared.db.connect_pool
         self.settings = settings
         self.http_port = http_port
         self.migrations = migrations
@@ -90,9 +83,7 @@ class Service:
     async def start(self) -> None:
         """Connect and migrate; after this, pool and producer are usable."""
         s = self.settings
-        self._pool = await connect_pool(
-            s.database_url, self.name, max_size=s.db_pool_size, custom_plans=self.custom_plans
-        )
+        self._pool = await connect_pool(s.database_url, self.name, max_size=s.db_pool_size)
         await migrate(self._pool, self.name, self.migrations)
         await ensure_topics(s.kafka_bootstrap, self.topics, s.kafka_partitions)
         self._producer = make_producer(

@@ -358,7 +358,7 @@ async def notify_harness(
 ) -> AsyncIterator[Harness]:
     pack = load_pack(pack_dir)
     config = load_notify_config(pack)
-    pool = await connect_pool(database_url, "notify", max_size=8, custom_plans=True)
+    pool = await connect_pool(database_url, "notify", max_size=8)
     await migrate(pool, "notify", MIGRATIONS)
     registry = CollectorRegistry()
     metrics = Metrics("notify", registry)

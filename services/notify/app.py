@@ -125,10 +125,7 @@ async def run(
     secrets: dict[str, list[str]],
     keys: ApiKeys,
 ) -> int:
-    # The deliveries queue grows from nothing in a surge: plan the lease for it as it is.
-    service = Service(
-        "notify", settings, http_port=settings.http_port, migrations=MIGRATIONS, custom_plans=True
-    )
+    service = Service("notify", settings, http_port=settings.http_port, migrations=MIGRATIONS)
     await service.start()
     notify = Notify(service, pack, config, secrets, settings, keys)
     service.add_consumer(
