@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import shutil
 import statistics
@@ -29,7 +30,7 @@ import httpx
 import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
 from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -377,6 +378,21 @@ class Rig:
             try:
                 meta = await self.producer.send_and_wait(topic, value, key=key)
                 return meta.partition, meta.offset
+            except OutOfOrderSequenceNumber:
+                # After a broker restart an idempotent producer's sequence can be refused
+                # for good (seen once in CI: every resend for 180 s). The platform starts a
+                # new producer and sends again; intake takes a repeat as the same request.
+                if self.now() > deadline:
+                    raise
+                stale, self.producer = (
+                    self.producer,
+                    make_producer(
+                        self.infra.bootstrap, idempotent=True, client_id="fault-platform"
+                    ),
+                )
+                with contextlib.suppress(KafkaError, TimeoutError):
+                    await asyncio.wait_for(stale.stop(), 10)
+                await self.producer.start()
             except KafkaError:
                 if self.now() > deadline:
                     raise
