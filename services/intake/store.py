@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import asyncpg
@@ -36,6 +37,10 @@ class Submission:
     received_at: datetime
     category: str | None = None
 
+    @cached_property
+    def fingerprint(self) -> str:
+        return payload_hash(self.payload)
+
 
 async def accept(
     conn: asyncpg.Connection,
@@ -60,9 +65,8 @@ async def accept(
         idempotency.client,
         idempotency.key,
     )
-    fingerprint = payload_hash(submission.payload)
     if known is not None:
-        return Acceptance(known["case_id"], False, known["payload_hash"] != fingerprint)
+        return Acceptance(known["case_id"], False, known["payload_hash"] != submission.fingerprint)
     outcome = (await accept_many(conn, [submission]))[0]
     if not outcome.conflict:
         await conn.execute(
@@ -70,7 +74,7 @@ async def accept(
             " VALUES ($1, $2, $3, $4)",
             idempotency.client,
             idempotency.key,
-            fingerprint,
+            submission.fingerprint,
             outcome.case_id,
         )
     return outcome
@@ -97,7 +101,7 @@ async def accept_many(
     the unique constraint decides, and the loser reads the winner's row.
     A whole batch costs four statements, however many requests it holds.
     """
-    fingerprints = [payload_hash(s.payload) for s in submissions]
+    fingerprints = [s.fingerprint for s in submissions]
     identities = [(s.payload.channel, s.payload.source_ref) for s in submissions]
     resolved = await _find_many(conn, identities)
     fresh: dict[tuple[str, str], int] = {}  # identity -> index of its first submission

@@ -296,12 +296,10 @@ class Deliverer:
         found = self.clients.get(endpoint.name)
         if found is None:
             size = endpoint.concurrency + 1  # + the endpoint test
-            found = self.clients[endpoint.name] = aiohttp.ClientSession(
+            found = self.clients[endpoint.name] = _session(
                 # Idle connections go after 4 s: before the 5 s after which common servers
                 # (uvicorn, Node.js) close theirs, so a request rarely meets a closed one.
-                connector=aiohttp.TCPConnector(limit=size, ttl_dns_cache=300, keepalive_timeout=4),
-                cookie_jar=aiohttp.DummyCookieJar(),  # a webhook sender keeps no cookies
-                auto_decompress=False,
+                aiohttp.TCPConnector(limit=size, ttl_dns_cache=300, keepalive_timeout=4)
             )
         return found
 
@@ -357,11 +355,7 @@ class Deliverer:
                     # pool: the request did not get through. Once more, on a new connection
                     # (the webhook-id makes a repeat harmless should it have got through).
                     self.stale_connections.labels(endpoint.name).inc()
-                    async with aiohttp.ClientSession(
-                        connector=aiohttp.TCPConnector(force_close=True),
-                        cookie_jar=aiohttp.DummyCookieJar(),
-                        auto_decompress=False,
-                    ) as fresh:
+                    async with _session(aiohttp.TCPConnector(force_close=True)) as fresh:
                         code, failure, error_text, retry_after = await self._exchange(
                             fresh, url, body, headers
                         )
@@ -439,3 +433,10 @@ class Deliverer:
         now = time.monotonic()
         for name, breaker in self.breakers.items():
             self.breaker_state.labels(name).set(int(breaker.current(now)))
+
+
+def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+    """A webhook sender's HTTP session: no cookies kept, bodies left as sent."""
+    return aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
+    )

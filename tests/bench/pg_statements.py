@@ -2,7 +2,7 @@
 
 PostgreSQL is one of the busiest processes in the bench; py-spy cannot see
 inside it, so the profile run loads pg_stat_statements and writes the
-statements that took the most execution time in the measured window.
+statements that took the most execution time while the phase's load ran.
 """
 
 from __future__ import annotations
@@ -58,21 +58,17 @@ async def write_top(admin_url: str, database: str, out: Path, limit: int = 30) -
     try:
         rows = await conn.fetch(
             """
-            SELECT calls, total_exec_time, rows, query
+            SELECT calls, total_exec_time, query, sum(total_exec_time) OVER () AS total
             FROM pg_stat_statements
             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)
             ORDER BY total_exec_time DESC LIMIT $2""",
             database,
             limit,
         )
-        total = await conn.fetchval(
-            "SELECT sum(total_exec_time) FROM pg_stat_statements"
-            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)",
-            database,
-        )
     finally:
         await conn.close()
-    lines = [f"all statements: {total or 0:.0f} ms of execution"]
+    total = rows[0]["total"] if rows else 0
+    lines = [f"all statements: {total:.0f} ms of execution"]
     for row in rows:
         query = " ".join(row["query"].split())
         lines.append(

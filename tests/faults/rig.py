@@ -295,9 +295,7 @@ class Rig:
             "CIVIC_DELIVERY_LEASE_SLACK_SECONDS": LEASE_SLACK_SECONDS,
         }
         await asyncio.to_thread(self.services.start, timeout=120)
-        self.producer = make_producer(
-            self.infra.bootstrap, idempotent=True, client_id="fault-platform"
-        )
+        self.producer = self._platform_producer()
         await self.producer.start()
 
     async def close(self, failed: bool) -> None:
@@ -369,6 +367,9 @@ class Rig:
                 what, value = kinds[(n // poison_every) % len(kinds)]
                 await self.send_poison(what, value)
 
+    def _platform_producer(self) -> AIOKafkaProducer:
+        return make_producer(self.infra.bootstrap, idempotent=True, client_id="fault-platform")
+
     async def send(self, key: bytes | None, value: bytes | None) -> tuple[int, int]:
         """Publish one raw message on citizen.requests.v1, retrying through broker outages."""
         assert self.producer is not None
@@ -384,12 +385,7 @@ class Rig:
                 # new producer and sends again; intake takes a repeat as the same request.
                 if self.now() > deadline:
                     raise
-                stale, self.producer = (
-                    self.producer,
-                    make_producer(
-                        self.infra.bootstrap, idempotent=True, client_id="fault-platform"
-                    ),
-                )
+                stale, self.producer = self.producer, self._platform_producer()
                 with contextlib.suppress(KafkaError, TimeoutError):
                     await asyncio.wait_for(stale.stop(), 10)
                 await self.producer.start()
