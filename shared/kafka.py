@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from aiokafka.conn import AIOKafkaConnection, CloseReason
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+)
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, RecordMetadata
 from pydantic import BaseModel
 
 from shared.aio import sleep_or_stop
@@ -42,6 +50,36 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, Kafka
 # A handler that fails this often on one message for a non-transient reason has a
 # bug or met data it cannot take: the message is dead-lettered so the partition moves on.
 MAX_HANDLER_ATTEMPTS = 3
+
+
+def tolerate_closed_transports() -> None:
+    """Make a write to a socket that has just closed fail as a lost connection.
+
+    aiokafka turns only OSError from a socket write into KafkaConnectionError, which
+    its clients recover from by reconnecting. uvloop raises RuntimeError instead
+    ("the handler is closed") when the broker's socket closed one loop iteration
+    before aiokafka noticed (aio-libs/aiokafka#1038, open). That escaped from a
+    consumer during a broker crash and stopped the service. Idempotent.
+    """
+    send = AIOKafkaConnection.send
+    if getattr(send, "tolerates_closed_transports", False):
+        return
+
+    def send_or_fail_as_lost(
+        self: AIOKafkaConnection, request: Any, expect_response: bool = True
+    ) -> Any:
+        try:
+            return send(self, request, expect_response)
+        except RuntimeError as error:
+            if "handler is closed" not in str(error):
+                raise
+            self.close(reason=CloseReason.CONNECTION_BROKEN, exc=error)
+            raise KafkaConnectionError(
+                f"Connection at {self.host}:{self.port} broken: {error}"
+            ) from error
+
+    send_or_fail_as_lost.tolerates_closed_transports = True  # type: ignore[attr-defined]
+    AIOKafkaConnection.send = send_or_fail_as_lost  # type: ignore[method-assign]
 
 
 async def start_with_retry(client: AIOKafkaProducer | AIOKafkaConsumer, what: str) -> None:
@@ -72,6 +110,92 @@ def make_producer(bootstrap: str, *, idempotent: bool, client_id: str) -> AIOKaf
     )
 
 
+class Publisher(Protocol):
+    """What the outbox relay and dead letters need of a producer."""
+
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None
+    ) -> asyncio.Future[RecordMetadata]: ...
+
+    async def send_and_wait(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None
+    ) -> RecordMetadata: ...
+
+
+# The broker refuses the producer itself, not one batch: every later send fails alike.
+_PRODUCER_REFUSED = (OutOfOrderSequenceNumber, ProducerFenced)
+
+
+class RenewingProducer:
+    """A producer that is replaced when the broker refuses it for good.
+
+    After a broker restart an idempotent producer's sequence can be refused with
+    OutOfOrderSequenceNumber; aiokafka fails that batch and, the gap staying, every
+    batch after it (seen in the fault tests: 180 s of refusals). Retrying with the same
+    producer would hold the outbox forever, so the send after a refusal starts a new
+    producer (a new producer id) first. Resending the refused events may repeat some on
+    the wire; consumers drop repeats by event id.
+    """
+
+    def __init__(self, make: Callable[[], AIOKafkaProducer], name: str, metrics: Metrics):
+        self._make = make
+        self._name = name
+        self._current = make()
+        self._refused: BaseException | None = None
+        self._lock = asyncio.Lock()
+        self._renewed = metrics.counter(
+            "kafka_producer_renewed_total", "Producers replaced after the broker refused them"
+        )
+
+    @property
+    def client(self) -> Any:
+        return self._current.client
+
+    async def start(self) -> None:
+        await start_with_retry(self._current, self._name)
+
+    async def stop(self) -> None:
+        await self._current.stop()
+
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None
+    ) -> asyncio.Future[RecordMetadata]:
+        if self._refused is not None:
+            await self._renew()
+        try:
+            future: asyncio.Future[RecordMetadata] = await self._current.send(topic, value, key=key)
+        except _PRODUCER_REFUSED as error:
+            self._refused = error
+            raise
+        future.add_done_callback(self._note_refusal)
+        return future
+
+    async def send_and_wait(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None
+    ) -> RecordMetadata:
+        return await (await self.send(topic, value, key))
+
+    def _note_refusal(self, future: asyncio.Future[RecordMetadata]) -> None:
+        if not future.cancelled() and isinstance(future.exception(), _PRODUCER_REFUSED):
+            self._refused = future.exception()
+
+    async def _renew(self) -> None:
+        async with self._lock:
+            if self._refused is None:
+                return  # another sender renewed it while this one waited
+            log.warning("kafka refused the producer; starting a new one", error=repr(self._refused))
+            fresh = self._make()
+            try:
+                await start_with_retry(fresh, self._name)
+            except BaseException:
+                await fresh.stop()
+                raise
+            stale, self._current, self._refused = self._current, fresh, None
+            self._renewed.inc()
+        with contextlib.suppress(KafkaError, TimeoutError):
+            await asyncio.wait_for(stale.stop(), 10)
+
+
 @dataclass(frozen=True)
 class Inbound:
     """One decoded message with where it came from."""
@@ -99,7 +223,7 @@ def dead_letter_id(service: str, record: ConsumerRecord) -> str:
 class DeadLetters:
     """Writes unprocessable messages to ``deadletter.v1``, keyed by their original key."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, service: str, metrics: Metrics):
+    def __init__(self, producer: Publisher, topic: str, service: str, metrics: Metrics):
         self._producer = producer
         self._topic = topic
         self._service = service

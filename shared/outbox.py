@@ -17,12 +17,12 @@ from collections.abc import Iterable
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.aio import sleep_or_stop, wait_any
 from shared.db import TRANSIENT_DB_ERRORS, check_schema_name
 from shared.events import CloudEvent, encode
+from shared.kafka import Publisher
 from shared.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -70,7 +70,7 @@ class OutboxRelay:
         *,
         dsn: str,
         schema: str,
-        producer: AIOKafkaProducer,
+        producer: Publisher,
         metrics: Metrics,
         batch_size: int = 1000,
         idle_poll_seconds: float = 1.0,

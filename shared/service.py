@@ -17,12 +17,18 @@ from pathlib import Path
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from shared.db import connect_pool, migrate, ping
 from shared.http import EmbeddedServer, create_app, make_server
-from shared.kafka import ConsumerRuntime, DeadLetters, Handler, make_producer, start_with_retry
+from shared.kafka import (
+    ConsumerRuntime,
+    DeadLetters,
+    Handler,
+    RenewingProducer,
+    make_producer,
+    tolerate_closed_transports,
+)
 from shared.metrics import Metrics
 from shared.outbox import OutboxRelay
 from shared.settings import CommonSettings
@@ -49,7 +55,7 @@ class Service:
         self.stop = asyncio.Event()
         self.source = f"/civicroute/{name}"
         self._pool: asyncpg.Pool | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: RenewingProducer | None = None
         self._dead_letters: DeadLetters | None = None
         self._loops: list[tuple[str, Loop]] = []
         self._server: EmbeddedServer | None = None
@@ -66,7 +72,7 @@ class Service:
         return self._pool
 
     @property
-    def producer(self) -> AIOKafkaProducer:
+    def producer(self) -> RenewingProducer:
         if self._producer is None:
             raise RuntimeError("service not started")
         return self._producer
@@ -86,10 +92,15 @@ class Service:
         self._pool = await connect_pool(s.database_url, self.name, max_size=s.db_pool_size)
         await migrate(self._pool, self.name, self.migrations)
         await ensure_topics(s.kafka_bootstrap, self.topics, s.kafka_partitions)
-        self._producer = make_producer(
-            s.kafka_bootstrap, idempotent=s.kafka_idempotence, client_id=f"civicroute-{self.name}"
+        client_id = f"civicroute-{self.name}"
+        self._producer = RenewingProducer(
+            lambda: make_producer(
+                s.kafka_bootstrap, idempotent=s.kafka_idempotence, client_id=client_id
+            ),
+            f"{self.name}-producer",
+            self.metrics,
         )
-        await start_with_retry(self._producer, f"{self.name}-producer")
+        await self._producer.start()
         self._dead_letters = DeadLetters(
             self._producer, self.topic(Topic.DEADLETTER), self.name, self.metrics
         )
@@ -152,6 +163,7 @@ class Service:
                     "service loop failed",
                     loop=tasks.get(task, "http"),
                     error=repr(task.exception()),
+                    exc_info=task.exception(),
                 )
                 exit_code = 1
             elif task is server_task and not self.stop.is_set():
@@ -190,6 +202,7 @@ def run_service(main: Callable[[], Awaitable[int]]) -> None:
         import uvloop
 
         runner: Callable[[Awaitable[int]], int] = uvloop.run  # type: ignore[assignment]
+        tolerate_closed_transports()
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         runner = asyncio.run  # type: ignore[assignment]
     sys.exit(runner(main()))

@@ -11,7 +11,6 @@ from pathlib import Path
 import asyncpg
 import orjson
 import structlog
-from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 from pydantic import Field
@@ -40,7 +39,7 @@ from shared.channels import MAX_BODY_BYTES, SubmittedRequest
 from shared.citypack import CityPack, load_pack_or_exit
 from shared.db import claim_new_events
 from shared.events import EventType, InvalidEvent, new_event, utcnow
-from shared.kafka import ConsumerRuntime, DeadLetters, Inbound
+from shared.kafka import ConsumerRuntime, DeadLetters, Inbound, Publisher
 from shared.logs import configure_logging
 from shared.metrics import Metrics
 from shared.outbox import enqueue
@@ -225,7 +224,7 @@ class Intake:
         for (item, payload), outcome in zip(requests, outcomes, strict=True):
             self.counted(payload.channel, "kafka", outcome, now - item.record.timestamp / 1000)
 
-    def consumer(self, bootstrap: str, producer: AIOKafkaProducer) -> ConsumerRuntime:
+    def consumer(self, bootstrap: str, producer: Publisher) -> ConsumerRuntime:
         """The consumer of citizen.requests.v1 and case.events.v1 (group civicroute.intake)."""
         dead_letters = _CountingDeadLetters(self, producer)
         return ConsumerRuntime(
@@ -255,7 +254,7 @@ class Intake:
 class _CountingDeadLetters(DeadLetters):
     """Dead letters as usual; a refused citizen request is also counted by reason."""
 
-    def __init__(self, intake: Intake, producer: AIOKafkaProducer) -> None:
+    def __init__(self, intake: Intake, producer: Publisher) -> None:
         topics = intake.topics
         super().__init__(producer, topics(Topic.DEADLETTER), SERVICE, intake.metrics)
         self._intake = intake

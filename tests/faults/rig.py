@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import re
 import shutil
 import statistics
@@ -29,9 +28,10 @@ import asyncpg
 import httpx
 import orjson
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.demo import demo_payloads, submitted_event
@@ -54,7 +54,8 @@ from shared.events import (
     decode,
     encode,
 )
-from shared.kafka import make_producer
+from shared.kafka import RenewingProducer, make_producer
+from shared.metrics import Metrics
 from shared.settings import DEFAULT_CITIES_DIR
 from shared.topics import Topic, TopicNames, ensure_topics, partitions_for
 from tests.faults.proxy import FlakyProxy
@@ -236,7 +237,7 @@ class Rig:
         self.services = ServiceSet(workdir / "logs", {})
         self._receiver: Receiver | None = None
         self._proxy: FlakyProxy | None = None
-        self.producer: AIOKafkaProducer | None = None
+        self.producer: RenewingProducer | None = None
         self.pack = workdir / "cities" / "demo-zh"
         self.notify_config: NotifyConfig | None = None
         self._timeouts = timeouts
@@ -295,7 +296,12 @@ class Rig:
             "CIVIC_DELIVERY_LEASE_SLACK_SECONDS": LEASE_SLACK_SECONDS,
         }
         await asyncio.to_thread(self.services.start, timeout=120)
-        self.producer = self._platform_producer()
+        bootstrap = self.infra.bootstrap
+        self.producer = RenewingProducer(
+            lambda: make_producer(bootstrap, idempotent=True, client_id="fault-platform"),
+            "fault-platform",
+            Metrics("fault_platform", CollectorRegistry()),
+        )
         await self.producer.start()
 
     async def close(self, failed: bool) -> None:
@@ -367,9 +373,6 @@ class Rig:
                 what, value = kinds[(n // poison_every) % len(kinds)]
                 await self.send_poison(what, value)
 
-    def _platform_producer(self) -> AIOKafkaProducer:
-        return make_producer(self.infra.bootstrap, idempotent=True, client_id="fault-platform")
-
     async def send(self, key: bytes | None, value: bytes | None) -> tuple[int, int]:
         """Publish one raw message on citizen.requests.v1, retrying through broker outages."""
         assert self.producer is not None
@@ -379,17 +382,9 @@ class Rig:
             try:
                 meta = await self.producer.send_and_wait(topic, value, key=key)
                 return meta.partition, meta.offset
-            except OutOfOrderSequenceNumber:
-                # After a broker restart an idempotent producer's sequence can be refused
-                # for good (seen once in CI: every resend for 180 s). The platform starts a
-                # new producer and sends again; intake takes a repeat as the same request.
-                if self.now() > deadline:
-                    raise
-                stale, self.producer = self.producer, self._platform_producer()
-                with contextlib.suppress(KafkaError, TimeoutError):
-                    await asyncio.wait_for(stale.stop(), 10)
-                await self.producer.start()
             except KafkaError:
+                # A producer the broker refused is renewed on the next send; intake takes
+                # a resent request as the same request.
                 if self.now() > deadline:
                     raise
                 await asyncio.sleep(0.5)

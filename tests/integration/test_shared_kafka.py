@@ -9,13 +9,18 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
+from aiokafka.errors import OutOfOrderSequenceNumber
+from aiokafka.protocol.metadata import MetadataRequest
 from prometheus_client import CollectorRegistry
 
 from shared.db import claim_new_events, connect_pool, migrate
 from shared.events import (
     CaseSigned,
+    CloudEvent,
     EventType,
     InvalidEvent,
     MessageDeadLettered,
@@ -24,7 +29,15 @@ from shared.events import (
     new_event,
     utcnow,
 )
-from shared.kafka import ConsumerRuntime, DeadLetters, Inbound, make_producer
+from shared.kafka import (
+    ConsumerRuntime,
+    DeadLetters,
+    Inbound,
+    Publisher,
+    RenewingProducer,
+    make_producer,
+    tolerate_closed_transports,
+)
 from shared.metrics import Metrics
 from shared.outbox import OutboxRelay, enqueue
 from shared.topics import Topic, TopicNames, ensure_topics
@@ -292,14 +305,8 @@ async def test_two_replicas_share_the_work_and_every_event_is_processed_once(
         assert await conn.fetchval("SELECT count(DISTINCT case_id) FROM seen") == 150
 
 
-async def test_outbox_relay_publishes_in_order_and_empties_the_outbox(
-    infra: Infra,
-    topics: TopicNames,
-    producer: AIOKafkaProducer,
-    pool: asyncpg.Pool,
-    database_url: str,
-) -> None:
-    topic = topics(Topic.CASE_EVENTS)
+async def enqueue_signed(pool: asyncpg.Pool, topic: str, count: int) -> list[CloudEvent]:
+    """``count`` events of one case, in transactions of 30, as a service writes them."""
     events = [
         new_event(
             EventType.CASE_SIGNED,
@@ -307,12 +314,18 @@ async def test_outbox_relay_publishes_in_order_and_empties_the_outbox(
             subject="C1",
             data=CaseSigned(case_id="C1", department="d", at=utcnow(), note=str(n)),
         )
-        for n in range(120)
+        for n in range(count)
     ]
     async with pool.acquire() as conn:
-        for start in range(0, 120, 30):
+        for start in range(0, count, 30):
             async with conn.transaction():
                 await enqueue(conn, "svc", [(topic, "C1", e) for e in events[start : start + 30]])
+    return events
+
+
+async def relay_until_drained(
+    database_url: str, pool: asyncpg.Pool, producer: Publisher, replicas: int = 1
+) -> None:
     relays = [
         OutboxRelay(
             dsn=database_url,
@@ -321,7 +334,7 @@ async def test_outbox_relay_publishes_in_order_and_empties_the_outbox(
             metrics=Metrics("test", registry=CollectorRegistry()),
             batch_size=25,
         )
-        for _ in range(2)
+        for _ in range(replicas)
     ]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(r.run(stop)) for r in relays]
@@ -335,8 +348,76 @@ async def test_outbox_relay_publishes_in_order_and_empties_the_outbox(
     finally:
         stop.set()
         await asyncio.gather(*tasks)
+
+
+async def test_outbox_relay_publishes_in_order_and_empties_the_outbox(
+    infra: Infra,
+    topics: TopicNames,
+    producer: AIOKafkaProducer,
+    pool: asyncpg.Pool,
+    database_url: str,
+) -> None:
+    topic = topics(Topic.CASE_EVENTS)
+    events = await enqueue_signed(pool, topic, 120)
+    await relay_until_drained(database_url, pool, producer, replicas=2)
     published = [decode(v) for v in await read_all(infra, topic, 120)]
     assert [e.id for e in published] == [e.id for e in events]  # once each, in order
+
+
+BEFORE_THE_GAP = b"before the gap"
+
+
+async def leave_a_gap_in_the_sequence(producer: AIOKafkaProducer, topic: str) -> None:
+    """Make the broker refuse this idempotent producer's next batches on ``topic``, as it
+    does when it has lost track of a producer's sequence across a restart. (A broker
+    takes any first sequence from a producer new to a partition, hence one message first.)"""
+    for partition in await producer.partitions_for(topic):
+        await producer.send_and_wait(topic, BEFORE_THE_GAP, partition=partition)
+        producer._txn_manager.increment_sequence_number(TopicPartition(topic, partition), 3)
+
+
+async def test_the_outbox_drains_after_the_broker_refuses_the_relays_producer(
+    infra: Infra, topics: TopicNames, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """After a broker restart the broker can refuse an idempotent producer's sequence
+    (OutOfOrderSequenceNumber) and then every later batch of it, as the fault tests once
+    saw. The relay's producer is replaced and every event still reaches the topic."""
+    if not infra.idempotent:
+        pytest.skip("the broker under test has no idempotent producers")
+    topic = topics(Topic.CASE_EVENTS)
+
+    def make() -> AIOKafkaProducer:
+        made.append(make_producer(infra.bootstrap, idempotent=True, client_id="relay"))
+        return made[-1]
+
+    # The premise: a refused producer stays refused.
+    made: list[AIOKafkaProducer] = []
+    plain = make()
+    await plain.start()
+    try:
+        await leave_a_gap_in_the_sequence(plain, topic)
+        for _ in range(2):
+            with pytest.raises(OutOfOrderSequenceNumber):
+                await plain.send_and_wait(topic, b"x", key=b"C0")
+    finally:
+        await plain.stop()
+
+    made.clear()
+    metrics = Metrics("test", registry=CollectorRegistry())
+    renewing = RenewingProducer(make, "relay", metrics)
+    await renewing.start()
+    try:
+        await leave_a_gap_in_the_sequence(made[0], topic)
+        events = await enqueue_signed(pool, topic, 120)
+        await relay_until_drained(database_url, pool, renewing)
+    finally:
+        await renewing.stop()
+    values = await read_all(infra, topic, 120)
+    published = [decode(v).id for v in values if v != BEFORE_THE_GAP]
+    assert list(dict.fromkeys(published)) == [e.id for e in events]  # all, in order
+    assert len(made) == 2  # the refused producer and the one that replaced it
+    renewed = metrics.registry.get_sample_value("civicroute_test_kafka_producer_renewed_total")
+    assert renewed == 1
 
 
 async def test_topics_are_created_once_even_when_services_race(infra: Infra) -> None:
@@ -351,3 +432,28 @@ async def test_topics_are_created_once_even_when_services_race(infra: Infra) -> 
         await admin.close()
     assert {names(t) for t in Topic} <= existing
     assert [len(d["partitions"]) for d in described] == [3, 1]
+
+
+def test_a_broker_socket_closed_under_uvloop_fails_as_a_lost_connection(infra: Infra) -> None:
+    """The services run on uvloop, which raises RuntimeError for a write to a socket
+    closed one loop iteration before aiokafka's reader noticed. Each write, in that
+    window or out of it, must fail as KafkaConnectionError, the error aiokafka's
+    clients reconnect from (a broker crash in CI once stopped notify this way)."""
+    tolerate_closed_transports()
+    host, port = infra.bootstrap.rsplit(":", 1)
+
+    async def write_after_the_socket_closed(iterations: int) -> BaseException | None:
+        connection = await create_conn(host, int(port))
+        try:
+            connection._writer.transport.abort()  # as a crashed broker's socket would close
+            for _ in range(iterations):
+                await asyncio.sleep(0)
+            await connection.send(MetadataRequest([]))
+        except Exception as error:
+            return error
+        finally:
+            connection.close()
+        return None
+
+    errors = [uvloop.run(write_after_the_socket_closed(n)) for n in range(5)]
+    assert [type(error).__name__ for error in errors] == ["KafkaConnectionError"] * 5
