@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from services.escalation import api, ladder, lifecycle, report, store
 from services.escalation.clocks import SlaClocks
 from services.escalation.lifecycle import Case, Outcome, Refused
+from services.escalation.polling import seconds_until_next_claim
 from shared.aio import sleep_or_stop
 from shared.apikeys import ApiKeys, ApiKeysError
 from shared.batching import GroupCommit
@@ -410,19 +411,18 @@ class Escalation:
     # --- durable timers ----------------------------------------------------------------------
 
     async def timer_loop(self, stop: asyncio.Event) -> None:
+        batch, poll = self.settings.timer_batch, self.settings.timer_poll_seconds
         while not stop.is_set():
             try:
-                fired = await self.fire_due_timers()
-                if fired >= self.settings.timer_batch:
+                claimed = await self.fire_due_timers()
+                if claimed >= batch:
                     continue
                 async with self.pool.acquire() as conn:
                     upcoming = await store.next_due(conn)
+                wait = seconds_until_next_claim(upcoming, utcnow(), poll)
             except TRANSIENT_DB_ERRORS as error:
                 log.warning("timer loop: database unavailable", error=repr(error))
-                upcoming = None
-            wait = self.settings.timer_poll_seconds
-            if upcoming is not None:
-                wait = min(wait, max(0.0, (upcoming - utcnow()).total_seconds()))
+                wait = poll
             await sleep_or_stop(stop, wait)
 
     async def fire_due_timers(self) -> int:

@@ -303,29 +303,41 @@ async def append_timelines(
     conn: asyncpg.Connection,
     entries: list[tuple[str, datetime, str, str | None, str | None, dict[str, Any]]],
 ) -> None:
-    """append_timeline for many cases: (case_id, at, type, department, actor, detail)."""
+    """append_timeline for many cases: (case_id, at, type, department, actor, detail).
+
+    One set-based statement, in the given order (ids follow it): a burst of timers
+    writes thousands of entries, and one INSERT per row costs PostgreSQL several times more.
+    """
     if entries:
-        await conn.executemany(
-            "INSERT INTO timeline (case_id, at, type, department, actor, detail)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            entries,
+        await conn.execute(
+            """
+            INSERT INTO timeline (case_id, at, type, department, actor, detail)
+            SELECT case_id, at, type, department, actor, detail
+            FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                        $6::jsonb[]) WITH ORDINALITY
+                 AS e (case_id, at, type, department, actor, detail, n)
+            ORDER BY n""",
+            *(list(column) for column in zip(*entries, strict=True)),
         )
 
 
 async def arm_many(
     conn: asyncpg.Connection, timers: list[tuple[str, Clock, datetime, TimerSpec]]
 ) -> None:
-    """arm for many cases: (case_id, clock, deadline, timer)."""
+    """arm for many cases: (case_id, clock, deadline, timer), in one statement."""
     if timers:
-        await conn.executemany(
+        await conn.execute(
             """
             INSERT INTO timers (case_id, clock, level, repeat, deadline, due_at)
-            VALUES ($1, $2, $3, $4, $5, $6)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[],
+                                 $5::timestamptz[], $6::timestamptz[])
             ON CONFLICT (case_id, clock, deadline, level, repeat) DO NOTHING""",
-            [
-                (case_id, clock.value, t.level, t.repeat, deadline, t.due_at)
-                for case_id, clock, deadline, t in timers
-            ],
+            [case_id for case_id, _, _, _ in timers],
+            [clock.value for _, clock, _, _ in timers],
+            [t.level for _, _, _, t in timers],
+            [t.repeat for _, _, _, t in timers],
+            [deadline for _, _, deadline, _ in timers],
+            [t.due_at for _, _, _, t in timers],
         )
 
 

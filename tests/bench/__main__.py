@@ -482,6 +482,7 @@ async def main_async(bench: Bench) -> dict[str, Any]:
             bench.workdir / "timers",
             replicas=args.timer_replicas,
             profile=args.profile,
+            statements_admin_url=bench.admin_url if bench.statement_stats else None,
         )
         say(f"timers: {orjson.dumps(result['timers']).decode()}")
     return {**_headline(flows, result, args), "sources": {k: _brief(v) for k, v in flows.items()}}

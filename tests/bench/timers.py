@@ -20,6 +20,7 @@ from deploy.local.stack import ServiceSet, write_secrets
 from shared.citypack import load_pack
 from shared.settings import DEFAULT_CITIES_DIR
 from shared.topics import TopicNames, ensure_topics
+from tests.bench import pg_statements
 from tests.bench.figures import percentile, rss_mb
 from tests.bench.profiles import start_profiles
 
@@ -35,8 +36,13 @@ async def timer_burst(
     *,
     replicas: int = 2,
     profile: bool = False,
+    statements_admin_url: str | None = None,
 ) -> dict[str, Any]:
-    """Fire the burst with ``replicas`` escalation processes sharing the database."""
+    """Fire the burst with ``replicas`` escalation processes sharing the database.
+
+    With ``statements_admin_url`` (pg_stat_statements loaded), PostgreSQL's heaviest
+    statements from the burst are written to ``pg-statements.txt`` in ``workdir``.
+    """
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     topics = TopicNames(f"benchtimers{int(time.time())}.")
     await ensure_topics(bootstrap, topics, 6)
@@ -65,6 +71,8 @@ async def timer_burst(
         due = datetime.now(UTC) + timedelta(seconds=5)
         procs = {f"escalation-{n + 1}": r.procs["escalation"] for n, r in enumerate(sets)}
         profiles = start_profiles(procs, workdir, 15) if profile else []
+        if statements_admin_url is not None:
+            await pg_statements.reset(statements_admin_url)
         conn = await asyncpg.connect(database_url)
         try:
             await conn.execute(
@@ -90,6 +98,14 @@ async def timer_burst(
             remaining = await conn.fetchval("SELECT count(*) FROM escalation.timers")
         finally:
             await conn.close()
+        if statements_admin_url is not None:
+            database = database_url.rpartition("/")[2]
+            top = await pg_statements.write_top(
+                statements_admin_url, database, workdir / "pg-statements.txt"
+            )
+            print("[bench] timers: PostgreSQL's heaviest statements in the burst:", flush=True)
+            for line in top:
+                print(f"    {line}", flush=True)
         for spy in profiles:
             await asyncio.to_thread(spy.popen.wait, 60)
         lateness = [max(0.0, float(r["ms"])) for r in rows]
