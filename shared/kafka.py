@@ -162,12 +162,17 @@ class RenewingProducer:
     ) -> asyncio.Future[RecordMetadata]:
         if self._refused is not None:
             await self._renew()
+        producer = self._current
         try:
-            future: asyncio.Future[RecordMetadata] = await self._current.send(topic, value, key=key)
+            future: asyncio.Future[RecordMetadata] = await producer.send(topic, value, key=key)
         except _PRODUCER_REFUSED as error:
-            self._refused = error
+            self._note_refusal(producer, error)
             raise
-        future.add_done_callback(self._note_refusal)
+        future.add_done_callback(
+            lambda done: self._note_refusal(
+                producer, None if done.cancelled() else done.exception()
+            )
+        )
         return future
 
     async def send_and_wait(
@@ -175,9 +180,10 @@ class RenewingProducer:
     ) -> RecordMetadata:
         return await (await self.send(topic, value, key))
 
-    def _note_refusal(self, future: asyncio.Future[RecordMetadata]) -> None:
-        if not future.cancelled() and isinstance(future.exception(), _PRODUCER_REFUSED):
-            self._refused = future.exception()
+    def _note_refusal(self, producer: AIOKafkaProducer, error: BaseException | None) -> None:
+        # A replaced producer's sends fail as it stops; they say nothing of the new one.
+        if isinstance(error, _PRODUCER_REFUSED) and producer is self._current:
+            self._refused = error
 
     async def _renew(self) -> None:
         async with self._lock:
