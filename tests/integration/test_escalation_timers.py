@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+from services.escalation import store
 from shared.events import utcnow
 from tests.helpers import eventually
 from tests.integration.escalation_support import Harness, make_harness, set_sla  # noqa: F401
@@ -224,3 +225,28 @@ async def test_a_moved_clock_does_not_fire_its_old_timers(make_harness, city_pac
         await asyncio.sleep(4.5)
     assert escalated(await h.outbox()) == []
     assert await h.fetch("SELECT * FROM breaches") == []
+
+
+async def test_due_timers_a_failed_loop_held_are_fired_by_another_loop(
+    make_harness, city_pack: Path
+) -> None:
+    """A loop that finds the due timers held elsewhere waits for the next timer not yet
+    due (here a day away) rather than claiming again at once, but never longer than a
+    poll (0.25 s): should the holder fail, the timers it held are fired all the same."""
+    set_sla(city_pack, {**LONG, "sign_for": "1s"}, [{"level": 1, "after": "0s", "targets": ["x"]}])
+    h = await make_harness()
+    await h.dispatch("H-1")
+    await asyncio.sleep(1.2)  # the deadline (breach mark) and level 1 are due
+    async with h.pool.acquire() as holder:
+        holding = holder.transaction()
+        await holding.start()
+        held = await store.claim_due_timers(holder, 100)
+        assert {(t["clock"], t["timer_level"]) for t in held} == {("sign_for", 0), ("sign_for", 1)}
+        async with running(h):
+            await asyncio.sleep(1.0)
+            assert await h.fetch("SELECT 1 FROM escalations") == []  # another loop's to fire
+            await holding.rollback()  # that loop failed
+            await eventually(
+                lambda: h.fetch("SELECT 1 FROM escalations"), timeout=5, message="the escalation"
+            )
+    assert Counter(escalated(await h.outbox())) == {("H-1", "sign_for", 1, 0): 1}

@@ -2,12 +2,12 @@
 
 from datetime import UTC, datetime, timedelta
 
-from services.escalation.polling import HELD_BACKOFF_SECONDS, seconds_until_next_claim
+from services.escalation.polling import seconds_until_next_claim
 
 NOW = datetime(2026, 3, 4, 9, 0, tzinfo=UTC)
 
 
-def test_with_no_timer_armed_the_loop_looks_again_after_one_poll() -> None:
+def test_with_no_timer_ahead_the_loop_looks_again_after_one_poll() -> None:
     assert seconds_until_next_claim(None, NOW, 0.25) == 0.25
 
 
@@ -20,12 +20,5 @@ def test_a_timer_due_later_than_one_poll_is_looked_for_after_the_poll() -> None:
     assert seconds_until_next_claim(NOW + timedelta(minutes=5), NOW, 0.25) == 0.25
 
 
-def test_due_timers_held_by_another_loop_are_not_claimed_again_at_once() -> None:
-    # The earliest timer is past due yet the claim skipped it: another loop holds it.
-    wait = seconds_until_next_claim(NOW - timedelta(seconds=1), NOW, 0.25)
-    assert wait == HELD_BACKOFF_SECONDS
-    assert 0 < wait < 0.25
-
-
-def test_the_backoff_never_exceeds_a_shorter_poll() -> None:
-    assert seconds_until_next_claim(NOW, NOW, 0.01) == 0.01
+def test_a_timer_that_fell_due_since_the_query_is_claimed_at_once() -> None:
+    assert seconds_until_next_claim(NOW - timedelta(milliseconds=3), NOW, 0.25) == 0.0
