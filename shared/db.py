@@ -198,5 +198,11 @@ async def ping(pool: asyncpg.Pool) -> None:
         await conn.fetchval("SELECT 1", timeout=2)
 
 
+def columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as one list per column: the array parameters of an ``unnest(…)`` statement,
+    which writes or matches a whole batch in one round trip."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 def as_records(rows: Iterable[asyncpg.Record]) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]

@@ -20,7 +20,7 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from shared.aio import sleep_or_stop, wait_any
-from shared.db import TRANSIENT_DB_ERRORS, check_schema_name
+from shared.db import TRANSIENT_DB_ERRORS, check_schema_name, columns
 from shared.events import CloudEvent, encode
 from shared.kafka import Publisher
 from shared.metrics import Metrics
@@ -42,7 +42,7 @@ async def enqueue(
     ]
     if not rows:
         return 0
-    topics, keys, values = (list(column) for column in zip(*rows, strict=True))
+    topics, keys, values = columns(rows)
     # One round trip: the rows, in order (ids follow the ordinality, so per-key order
     # holds), and the relay's wake-up, delivered at commit (several fold into one).
     await conn.execute(

@@ -11,6 +11,7 @@ import asyncpg
 
 from services.escalation.ladder import TimerSpec
 from services.escalation.lifecycle import HELD, Case, Extension, State
+from shared.db import columns
 from shared.events import Clock, CloudEvent, Rating
 from shared.outbox import enqueue
 
@@ -283,7 +284,7 @@ async def record_escalations(
                              $6::timestamptz[], $7::timestamptz[], $8::text[])
         ON CONFLICT DO NOTHING
         RETURNING case_id, clock, deadline, level, repeat""",
-        *(list(column) for column in zip(*rows, strict=True)),
+        *columns(rows),
     )
     return {(r["case_id"], r["clock"], r["deadline"], r["level"], r["repeat"]) for r in inserted}
 
@@ -320,7 +321,7 @@ async def append_timelines(
                         $6::jsonb[]) WITH ORDINALITY
                  AS e (case_id, at, type, department, actor, detail, n)
             ORDER BY n""",
-            *(list(column) for column in zip(*entries, strict=True)),
+            *columns(entries),
         )
 
 
@@ -335,12 +336,12 @@ async def arm_many(
             SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[],
                                  $5::timestamptz[], $6::timestamptz[])
             ON CONFLICT (case_id, clock, deadline, level, repeat) DO NOTHING""",
-            [case_id for case_id, _, _, _ in timers],
-            [clock.value for _, clock, _, _ in timers],
-            [t.level for _, _, _, t in timers],
-            [t.repeat for _, _, _, t in timers],
-            [deadline for _, _, deadline, _ in timers],
-            [t.due_at for _, _, _, t in timers],
+            *columns(
+                [
+                    (case_id, clock.value, t.level, t.repeat, deadline, t.due_at)
+                    for case_id, clock, deadline, t in timers
+                ]
+            ),
         )
 
 

@@ -12,6 +12,7 @@ import asyncpg
 
 from services.intake.domain import ChannelPayload, format_case_id, payload_hash, to_citizen_request
 from services.intake.lifecycle import RECEIVED, CaseView, Change
+from shared.db import columns
 from shared.events import CitizenRequest
 
 
@@ -148,7 +149,7 @@ async def accept_many(
 async def _find_many(
     conn: asyncpg.Connection, identities: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], _Identity]:
-    channels, refs = (list(column) for column in zip(*identities, strict=True))
+    channels, refs = columns(identities)
     rows = await conn.fetch(
         "SELECT r.channel, r.source_ref, r.case_id, r.payload_hash FROM requests r"
         " JOIN unnest($1::text[], $2::text[]) AS wanted (channel, source_ref)"
