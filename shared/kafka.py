@@ -23,9 +23,11 @@ from aiokafka.conn import AIOKafkaConnection, CloseReason
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
 )
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, RecordMetadata
 from pydantic import BaseModel
 
@@ -110,6 +112,10 @@ def make_producer(bootstrap: str, *, idempotent: bool, client_id: str) -> AIOKaf
     )
 
 
+# (topic, key, value): one message to publish.
+Message = tuple[str, bytes | None, bytes | None]
+
+
 class Publisher(Protocol):
     """What the outbox relay and dead letters need of a producer."""
 
@@ -117,9 +123,46 @@ class Publisher(Protocol):
         self, topic: str, value: bytes | None = None, key: bytes | None = None
     ) -> asyncio.Future[RecordMetadata]: ...
 
+    async def send_many(self, messages: Sequence[Message]) -> list[asyncio.Future[Any]]: ...
+
     async def send_and_wait(
         self, topic: str, value: bytes | None = None, key: bytes | None = None
     ) -> RecordMetadata: ...
+
+
+_PARTITIONER = DefaultPartitioner()
+
+
+async def send_batches(
+    producer: AIOKafkaProducer, messages: Sequence[Message]
+) -> list[asyncio.Future[Any]]:
+    """Queue ``messages`` as record batches built here, one per partition at a time.
+
+    ``send`` costs 15-30 µs of Python per message (a future, a lookup and a partitioner
+    call each); appending to a batch costs about a third of that, which counts when a
+    relay publishes thousands at once. Partitions are chosen as ``send`` chooses them
+    (the default partitioner, over all the topic's partitions), so a key's messages
+    reach the same partition whichever way they were sent, in the order given.
+    """
+    partitions: dict[str, list[int]] = {}
+    open_batches: dict[tuple[str, int], Any] = {}
+    futures: list[asyncio.Future[Any]] = []
+    for topic, key, value in messages:
+        if topic not in partitions:
+            partitions[topic] = sorted(await producer.partitions_for(topic))
+        every = partitions[topic]
+        target = (topic, _PARTITIONER(key, every, every))
+        batch = open_batches.get(target)
+        if batch is None:
+            batch = open_batches[target] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            futures.append(await producer.send_batch(batch, topic, partition=target[1]))
+            batch = open_batches[target] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise MessageSizeTooLargeError(f"a message for {topic} exceeds a whole batch")
+    for (topic, partition), batch in open_batches.items():
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
 
 
 # The broker refuses the producer itself, not one batch: every later send fails alike.
@@ -179,6 +222,25 @@ class RenewingProducer:
         self, topic: str, value: bytes | None = None, key: bytes | None = None
     ) -> RecordMetadata:
         return await (await self.send(topic, value, key))
+
+    async def send_many(self, messages: Sequence[Message]) -> list[asyncio.Future[Any]]:
+        """Queue ``messages`` in order, each partition's as whole batches; one future per
+        batch. The partition of each is the one ``send`` would choose."""
+        if self._refused is not None:
+            await self._renew()
+        producer = self._current
+        try:
+            futures = await send_batches(producer, messages)
+        except _PRODUCER_REFUSED as error:
+            self._note_refusal(producer, error)
+            raise
+        for future in futures:
+            future.add_done_callback(
+                lambda done: self._note_refusal(
+                    producer, None if done.cancelled() else done.exception()
+                )
+            )
+        return futures
 
     def _note_refusal(self, producer: AIOKafkaProducer, error: BaseException | None) -> None:
         # A replaced producer's sends fail as it stops; they say nothing of the new one.

@@ -139,10 +139,9 @@ class OutboxRelay:
         if not rows:
             return 0
         self._age.set(max(0.0, time.time() - rows[0]["created_at"].timestamp()))
-        futures = [
-            await self._producer.send(row["topic"], row["value"], key=row["key"]) for row in rows
-        ]
-        await asyncio.gather(*futures)
+        await asyncio.gather(
+            *await self._producer.send_many([(r["topic"], r["key"], r["value"]) for r in rows])
+        )
         # Exact ids, not a range: a row with a lower id may commit after this read.
         await conn.execute(
             "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]

@@ -481,7 +481,13 @@ class Escalation:
         live: list[tuple[Case, Clock, ladder.TimerSpec, datetime]],
         now: datetime,
     ) -> list[tuple[str, str, int, str]]:
-        """Record, announce and re-arm the escalations of live timers not fired before."""
+        """Record, announce and re-arm the escalations of live timers not fired before.
+
+        The escalations row is also the firing's entry in the case's history: no timeline
+        row is written for it.
+        """
+        sla_ladder = self.pack.sla.ladder
+        targets = {spec.level: ladder.targets_of(sla_ladder, spec.level) for _, _, spec, _ in live}
         recorded = await store.record_escalations(
             conn,
             [
@@ -494,15 +500,13 @@ class Escalation:
                     spec.due_at,
                     now,
                     case.lead or "",
+                    targets[spec.level],
                 )
                 for case, clock, spec, deadline in live
             ],
         )
-        sla_ladder = self.pack.sla.ladder
-        targets = {spec.level: ladder.targets_of(sla_ladder, spec.level) for _, _, spec, _ in live}
         fired: list[tuple[str, str, int, str]] = []
         messages = []
-        entries = []
         levels: dict[str, int] = {}
         rearm: list[tuple[str, Clock, datetime, ladder.TimerSpec]] = []
         for case, clock, spec, deadline in live:
@@ -521,14 +525,11 @@ class Escalation:
             )
             event = self.event(EventType.CASE_ESCALATED, case.case_id, payload)
             messages.append((self.topics(Topic.CASE_EVENTS), case.case_id, event))
-            entries.append((case.case_id, *_timeline_entry(EventType.CASE_ESCALATED, payload, now)))
             levels[case.case_id] = max(levels.get(case.case_id, 0), spec.level)
-            rearm += [
-                (case.case_id, clock, deadline, following)
-                for following in ladder.next_timers(sla_ladder, deadline, spec, now)
-            ]
+            following = ladder.next_timer(sla_ladder, deadline, spec, now)
+            if following is not None:
+                rearm.append((case.case_id, clock, deadline, following))
             fired.append((case.case_id, case.lead, spec.level, clock.value))
-        await store.append_timelines(conn, entries)
         await store.raise_levels(conn, levels)
         await store.arm_many(conn, rearm)
         await enqueue(conn, self.schema, messages)

@@ -6,6 +6,10 @@ marked breached, nothing is sent) and the ladder's first level. A level repeats 
 ``repeat`` until the next level's time comes; the top level repeats while the clock
 stays unmet. Timers that were missed (every replica down) fire once when found: a
 level's missed repeats collapse into the next future one.
+
+A level's firings never overlap the next level's, so the ladder is one chain: each
+firing arms the single timer after it. A clock thus holds at most two timers (its
+breach mark and its next rung), and a firing writes one timer, not two.
 """
 
 from __future__ import annotations
@@ -31,29 +35,29 @@ def arm(ladder: list[LadderStep], deadline: datetime) -> list[TimerSpec]:
     return [TimerSpec(BREACH, 0, deadline), TimerSpec(step.level, 0, deadline + step.after)]
 
 
-def next_timers(
+def next_timer(
     ladder: list[LadderStep], deadline: datetime, fired: TimerSpec, now: datetime
-) -> list[TimerSpec]:
-    """After ``fired`` (at ``now``): its next repeat, unless the next level has taken over,
-    and, after a level's first firing, the next level."""
+) -> TimerSpec | None:
+    """The rung after ``fired`` (at ``now``): its next repeat while that comes before the
+    next level's time, else the next level; None after the breach mark or a top level
+    without repeat."""
     if fired.level == BREACH:
-        return []
+        return None
     index = next(i for i, step in enumerate(ladder) if step.level == fired.level)
     step = ladder[index]
     higher = ladder[index + 1] if index + 1 < len(ladder) else None
     takeover = deadline + higher.after if higher is not None else None
-    timers: list[TimerSpec] = []
     if step.repeat is not None and step.repeat.total_seconds() > 0:
         repeat, again = fired.repeat + 1, fired.due_at + step.repeat
         if again <= now:  # missed repeats (downtime): skip to the next one still ahead
             steps = (now - fired.due_at) // step.repeat + 1
             repeat, again = fired.repeat + steps, fired.due_at + steps * step.repeat
         if takeover is None or again < takeover:
-            timers.append(TimerSpec(step.level, repeat, again))
-    if higher is not None and fired.repeat == 0:
+            return TimerSpec(step.level, repeat, again)
+    if higher is not None:
         assert takeover is not None
-        timers.append(TimerSpec(higher.level, 0, max(takeover, fired.due_at)))
-    return timers
+        return TimerSpec(higher.level, 0, max(takeover, fired.due_at))
+    return None
 
 
 def targets_of(ladder: list[LadderStep], level: int) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,7 +13,7 @@ import asyncpg
 from services.escalation.ladder import TimerSpec
 from services.escalation.lifecycle import HELD, Case, Extension, State
 from shared.db import columns
-from shared.events import Clock, CloudEvent, Rating
+from shared.events import CaseEscalated, Clock, CloudEvent, EventType, Rating
 from shared.outbox import enqueue
 
 _HELD = sorted(state.value for state in HELD)
@@ -229,11 +230,48 @@ async def write_changes(conn: asyncpg.Connection, schema: str, changes: Changes)
 # --- timeline ------------------------------------------------------------------------------
 
 
-async def timeline(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
+async def timeline(conn: asyncpg.Connection, case_id: str) -> list[dict[str, Any]]:
+    """The case's history, oldest first: its timeline rows in the order written, and its
+    escalations (each recorded once, in its own table) placed among them by time."""
+    entries = await conn.fetch(
         "SELECT at, type, department, actor, detail FROM timeline WHERE case_id = $1 ORDER BY id",
         case_id,
     )
+    fired = await conn.fetch(
+        """
+        SELECT clock, deadline, level, repeat, fired_at, department, targets
+        FROM escalations WHERE case_id = $1 ORDER BY fired_at, clock, level, repeat""",
+        case_id,
+    )
+    return list(
+        heapq.merge(
+            (dict(row) for row in entries),
+            (_escalation_entry(case_id, row) for row in fired),
+            key=lambda entry: entry["at"],
+        )
+    )
+
+
+def _escalation_entry(case_id: str, row: asyncpg.Record) -> dict[str, Any]:
+    """An escalations row as the history entry its firing announced."""
+    payload = CaseEscalated(
+        case_id=case_id,
+        department=row["department"],
+        clock=Clock(row["clock"]),
+        level=row["level"],
+        repeat=row["repeat"],
+        due_at=row["deadline"],
+        fired_at=row["fired_at"],
+        targets=list(row["targets"]),
+    )
+    detail = payload.model_dump(mode="json", exclude={"case_id", "department"})
+    return {
+        "at": row["fired_at"],
+        "type": EventType.CASE_ESCALATED.value,
+        "department": row["department"],
+        "actor": None,
+        "detail": detail,
+    }
 
 
 # --- timers --------------------------------------------------------------------------------
@@ -267,24 +305,33 @@ async def next_due(conn: asyncpg.Connection) -> datetime | None:
 
 async def record_escalations(
     conn: asyncpg.Connection,
-    rows: list[tuple[str, str, datetime, int, int, datetime, datetime, str]],
+    rows: list[tuple[str, str, datetime, int, int, datetime, datetime, str, list[str]]],
 ) -> set[tuple[str, str, datetime, int, int]]:
-    """Insert (case, clock, deadline, level, repeat, due, fired, department) rows at once.
+    """Insert (case, clock, deadline, level, repeat, due, fired, department, targets) rows
+    at once; each is also the firing's entry in the case's history (``timeline``).
 
     Returns the (case, clock, deadline, level, repeat) keys actually inserted: a timer whose
     escalation is already recorded fired before and must not fire again.
     """
     if not rows:
         return set()
+    # A text[][] parameter must be rectangular, so each row's targets travel as one string:
+    # the city pack admits no comma in a target's name.
+    *fields, targets = columns(rows)
     inserted = await conn.fetch(
         """
         INSERT INTO escalations (case_id, clock, deadline, level, repeat, due_at, fired_at,
-                                 department)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[], $5::int[],
-                             $6::timestamptz[], $7::timestamptz[], $8::text[])
+                                 department, targets)
+        SELECT case_id, clock, deadline, level, repeat, due_at, fired_at, department,
+               string_to_array(targets, ',')
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[], $5::int[],
+                    $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[])
+             AS r (case_id, clock, deadline, level, repeat, due_at, fired_at, department,
+                   targets)
         ON CONFLICT DO NOTHING
         RETURNING case_id, clock, deadline, level, repeat""",
-        *columns(rows),
+        *fields,
+        [",".join(names) for names in targets],
     )
     return {(r["case_id"], r["clock"], r["deadline"], r["level"], r["repeat"]) for r in inserted}
 

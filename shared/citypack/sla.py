@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from shared.citypack.common import Strict
 from shared.durations import Duration, format_duration, parse_duration
@@ -90,11 +90,15 @@ class PolicyOverride(Strict):
     resolve: ClockSpec | None = None
 
 
+# Who a level notifies: role names, as the departments' contact lists name them.
+Target = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
 class LadderStep(Strict):
     level: int = Field(ge=1, le=3)
     after: Duration
     repeat: Duration | None = None
-    targets: list[str] = Field(default_factory=list)
+    targets: list[Target] = Field(default_factory=list)
 
 
 class CalendarConfig(Strict):

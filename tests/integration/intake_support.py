@@ -16,7 +16,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -26,7 +25,7 @@ from shared.citypack import load_pack
 from shared.db import connect_pool, migrate
 from shared.events import CloudEvent, EventType, encode, utcnow
 from shared.http import create_app
-from shared.kafka import make_producer
+from shared.kafka import RenewingProducer, make_producer
 from shared.metrics import Metrics
 from shared.outbox import OutboxRelay
 from shared.topics import Topic, TopicNames
@@ -119,7 +118,7 @@ class KafkaSide:
 
     infra: Infra
     topics: TopicNames
-    producer: AIOKafkaProducer
+    producer: RenewingProducer
     stop: asyncio.Event
 
     async def publish(self, topic: Topic, value: bytes, key: str | None = None) -> None:
@@ -154,7 +153,11 @@ async def kafka_intake(
 ) -> AsyncIterator[tuple[IntakeEnv, KafkaSide]]:
     """intake with its consumer and outbox relay running against the real broker."""
     env = await make_env(database_url, topics, city_pack, CollectorRegistry())
-    producer = make_producer(infra.bootstrap, idempotent=infra.idempotent, client_id="test")
+    producer = RenewingProducer(
+        lambda: make_producer(infra.bootstrap, idempotent=infra.idempotent, client_id="test"),
+        "test",
+        env.intake.metrics,
+    )
     await producer.start()
     stop = asyncio.Event()
     runtime = env.intake.consumer(infra.bootstrap, producer)

@@ -250,3 +250,37 @@ async def test_due_timers_a_failed_loop_held_are_fired_by_another_loop(
                 lambda: h.fetch("SELECT 1 FROM escalations"), timeout=5, message="the escalation"
             )
     assert Counter(escalated(await h.outbox())) == {("H-1", "sign_for", 1, 0): 1}
+
+
+async def test_an_escalation_is_written_once_and_shown_in_its_place_in_the_case_history(
+    make_harness, city_pack: Path
+) -> None:
+    set_sla(
+        city_pack,
+        {**LONG, "sign_for": "1s"},
+        [{"level": 1, "after": "0s", "targets": ["duty_contact", "supervisor"]}],
+    )
+    h = await make_harness()
+    await h.dispatch("H-1")
+    async with running(h):
+        await eventually(
+            lambda: h.fetch("SELECT 1 FROM escalations"), timeout=10, message="the escalation"
+        )
+    signed = await h.call("H-1", "sign", {"department": "community_committee"})
+    assert signed.status_code == 200
+    [announced] = [e for e in await h.outbox("H-1") if e.type.endswith("escalated.v1")]
+    view = (await h.as_role("ops", "GET", "/v1/cases/H-1")).json()
+    assert [e["type"].split(".")[2] for e in view["timeline"]] == [
+        "dispatched",
+        "deadlines_set",
+        "escalated",
+        "signed",
+    ]
+    entry = view["timeline"][2]
+    assert entry["department"] == "community_committee"
+    assert entry["actor"] is None
+    announced_detail = {k: v for k, v in announced.data.items() if k != "case_id"}
+    assert entry["detail"] == {k: v for k, v in announced_detail.items() if k != "department"}
+    assert entry["detail"]["targets"] == ["duty_contact", "supervisor"]
+    # One row records the firing: the guard against firing twice is also the history.
+    assert await h.fetch("SELECT 1 FROM timeline WHERE type LIKE '%escalated%'") == []

@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
 from aiokafka.errors import OutOfOrderSequenceNumber
 from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from shared.db import claim_new_events, connect_pool, migrate
@@ -36,6 +37,7 @@ from shared.kafka import (
     Publisher,
     RenewingProducer,
     make_producer,
+    send_batches,
     tolerate_closed_transports,
 )
 from shared.metrics import Metrics
@@ -351,17 +353,53 @@ async def relay_until_drained(
 
 
 async def test_outbox_relay_publishes_in_order_and_empties_the_outbox(
-    infra: Infra,
-    topics: TopicNames,
-    producer: AIOKafkaProducer,
-    pool: asyncpg.Pool,
-    database_url: str,
+    infra: Infra, topics: TopicNames, pool: asyncpg.Pool, database_url: str
 ) -> None:
     topic = topics(Topic.CASE_EVENTS)
     events = await enqueue_signed(pool, topic, 120)
-    await relay_until_drained(database_url, pool, producer, replicas=2)
+    producer = RenewingProducer(
+        lambda: make_producer(infra.bootstrap, idempotent=infra.idempotent, client_id="relay"),
+        "relay",
+        Metrics("test", registry=CollectorRegistry()),
+    )
+    await producer.start()
+    try:
+        await relay_until_drained(database_url, pool, producer, replicas=2)
+    finally:
+        await producer.stop()
     published = [decode(v) for v in await read_all(infra, topic, 120)]
     assert [e.id for e in published] == [e.id for e in events]  # once each, in order
+
+
+async def test_a_batch_of_messages_lands_where_single_sends_land_in_the_order_given(
+    infra: Infra, topics: TopicNames, producer: AIOKafkaProducer
+) -> None:
+    """The relay queues whole batches; a key's messages must reach the partition that
+    ``send`` picks for that key (other publishers send one by one), in order."""
+    topic = topics(Topic.CASE_EVENTS)
+    keys = [f"C{n % 7}".encode() for n in range(210)]
+    singles = [await producer.send_and_wait(topic, b"single", key=key) for key in keys[:7]]
+    where = {key: meta.partition for key, meta in zip(keys[:7], singles, strict=True)}
+    futures = await send_batches(
+        producer, [(topic, key, f"{n}".encode()) for n, key in enumerate(keys)]
+    )
+    await asyncio.gather(*futures)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=infra.bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        seen: list[ConsumerRecord] = []
+        while len(seen) < 7 + 210:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                seen += records
+    finally:
+        await consumer.stop()
+    batched = [r for r in seen if r.value != b"single"]
+    assert {r.key: r.partition for r in batched} == where
+    for key in where:
+        numbers = [int(r.value) for r in batched if r.key == key]
+        assert numbers == [n for n, k in enumerate(keys) if k == key]
 
 
 BEFORE_THE_GAP = b"before the gap"

@@ -71,6 +71,10 @@ def test_nyc_sla_file_runs_on_new_york_time_and_holidays() -> None:
             {"ladder": [{"level": 1, "after": "2h"}, {"level": 2, "after": "1h"}]},
             "cannot come before",
         ),
+        (
+            {"ladder": [{"level": 1, "after": "0s", "targets": ["duty contact, supervisor"]}]},
+            "ladder.0.targets.0",
+        ),
     ],
 )
 def test_bad_sla_file_stops_with_file_and_line(
