@@ -203,19 +203,10 @@ class RenewingProducer:
     async def send(
         self, topic: str, value: bytes | None = None, key: bytes | None = None
     ) -> asyncio.Future[RecordMetadata]:
-        if self._refused is not None:
-            await self._renew()
-        producer = self._current
-        try:
-            future: asyncio.Future[RecordMetadata] = await producer.send(topic, value, key=key)
-        except _PRODUCER_REFUSED as error:
-            self._note_refusal(producer, error)
-            raise
-        future.add_done_callback(
-            lambda done: self._note_refusal(
-                producer, None if done.cancelled() else done.exception()
-            )
-        )
+        async def one(producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]:
+            return [await producer.send(topic, value, key=key)]
+
+        [future] = await self._queue(one)
         return future
 
     async def send_and_wait(
@@ -226,11 +217,18 @@ class RenewingProducer:
     async def send_many(self, messages: Sequence[Message]) -> list[asyncio.Future[Any]]:
         """Queue ``messages`` in order, each partition's as whole batches; one future per
         batch. The partition of each is the one ``send`` would choose."""
+        return await self._queue(lambda producer: send_batches(producer, messages))
+
+    async def _queue(
+        self, queue: Callable[[AIOKafkaProducer], Awaitable[list[asyncio.Future[Any]]]]
+    ) -> list[asyncio.Future[Any]]:
+        """Queue with the current producer (a new one first after a refusal) and watch
+        what it returns for a refusal."""
         if self._refused is not None:
             await self._renew()
         producer = self._current
         try:
-            futures = await send_batches(producer, messages)
+            futures = await queue(producer)
         except _PRODUCER_REFUSED as error:
             self._note_refusal(producer, error)
             raise
