@@ -23,7 +23,6 @@ from aiokafka.conn import AIOKafkaConnection, CloseReason
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
-    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
 )
@@ -153,13 +152,12 @@ async def send_batches(
         every = partitions[topic]
         target = (topic, _PARTITIONER(key, every, every))
         batch = open_batches.get(target)
-        if batch is None:
-            batch = open_batches[target] = producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:
+        if batch is not None and batch.append(key=key, value=value, timestamp=None) is not None:
+            continue
+        if batch is not None:  # full: queue it and start the next
             futures.append(await producer.send_batch(batch, topic, partition=target[1]))
-            batch = open_batches[target] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                raise MessageSizeTooLargeError(f"a message for {topic} exceeds a whole batch")
+        batch = open_batches[target] = producer.create_batch()
+        batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any message
     for (topic, partition), batch in open_batches.items():
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures

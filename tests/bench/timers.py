@@ -187,9 +187,6 @@ async def _arm(database_url: str, total: int) -> float:
                     for n, d in zip(numbers, deadlines, strict=True)
                 ],
             )
-        # A deployed server's tables filled over months, vacuumed as they went: vacuum the
-        # freshly loaded ones now, or the vacuum their million inserts call for would run
-        # during the burst in some runs and not in others.
         await conn.execute("ANALYZE escalation.timers")
         await conn.execute("ANALYZE escalation.cases")
     finally:
