@@ -370,6 +370,7 @@ class ConsumerRuntime:
         self._accept = accept
         self._dead = dead_letters
         self._max_batch = max_batch
+        self.fetch_max_wait_ms, self.fetch_min_bytes = fetch_max_wait_ms, fetch_min_bytes
         self._lock = asyncio.Lock()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,

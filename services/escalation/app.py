@@ -82,7 +82,15 @@ class EscalationSettings(CommonSettings):
         " hold back the next",
     )
     metrics_refresh_seconds: float = Field(
-        default=15, gt=0, description="How often the case and rate gauges are recomputed"
+        default=15,
+        gt=0,
+        description="How often the open-case gauges are recomputed (by one replica for all)",
+    )
+    rates_refresh_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="How often the rate gauges are recomputed (by one replica for all): they"
+        " cover a trailing month, which minutes change little",
     )
     rates_window_days: int = Field(
         default=30, ge=1, le=366, description="Trailing window of the per-department rate gauges"
@@ -165,7 +173,7 @@ class Escalation:
         self.transitions = m.counter(
             "transitions_total", "Lifecycle actions by outcome", ["action", "outcome"]
         )
-        self.open_cases = m.gauge("open_cases", "Cases by lifecycle state", ["state"])
+        self.open_cases = m.gauge("open_cases", "Open cases by lifecycle state", ["state"])
         self.rate_gauges = {
             name: m.gauge(
                 f"{name}_rate", f"{name.capitalize()} rate over the trailing window", ["department"]
@@ -538,21 +546,31 @@ class Escalation:
     # --- gauges --------------------------------------------------------------------------------
 
     async def refresh_gauges(self) -> None:
-        now = self.now()
-        async with self.pool.acquire() as conn:
-            counts = await store.state_counts(conn)
-            window = timedelta(days=self.settings.rates_window_days)
-            rows = await store.department_facts(conn, now - window, now, now)
-        for state in lifecycle.State:
+        """Export the open-case and rate gauges, recomputing those that have aged past their
+        interval. Replicas share the results through the database, so the counts and the
+        month's aggregate run once per interval however many replicas there are."""
+        settings = self.settings
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await store.claim_snapshot(conn, "open_cases", settings.metrics_refresh_seconds):
+                counts = await store.state_counts(conn, sorted(lifecycle.OPEN))
+                await store.save_snapshot(conn, "open_cases", counts)
+            if await store.claim_snapshot(conn, "rates", settings.rates_refresh_seconds):
+                now = self.now()
+                since = now - timedelta(days=settings.rates_window_days)
+                lines = report.build(await store.department_facts(conn, since, now, now))
+                await store.save_snapshot(conn, "rates", report.as_json(lines))
+            kept = await store.snapshots(conn)
+        counts = kept.get("open_cases") or {}
+        for state in sorted(lifecycle.OPEN):
             self.open_cases.labels(state.value).set(counts.get(state.value, 0))
-        for item in report.build(rows):
-            for name, value in (
-                ("response", item.response_rate),
-                ("resolution", item.resolution_rate),
-                ("satisfaction", item.satisfaction_rate),
-            ):
+        # Departments gone from the window disappear rather than keep their last rates.
+        for gauge in self.rate_gauges.values():
+            gauge.clear()
+        for line in kept.get("rates") or []:
+            for name, gauge in self.rate_gauges.items():
+                value = line[f"{name}_rate"]
                 if value is not None:
-                    self.rate_gauges[name].labels(item.department).set(value)
+                    gauge.labels(line["department"]).set(value)
 
     async def gauge_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -540,6 +540,39 @@ async def overdue_cases(
     )
 
 
-async def state_counts(conn: asyncpg.Connection) -> dict[str, int]:
-    rows = await conn.fetch("SELECT state, count(*) AS n FROM cases GROUP BY state")
+async def state_counts(conn: asyncpg.Connection, states: Iterable[str]) -> dict[str, int]:
+    """Cases in each of ``states``, read from the state index: closed cases, whose number
+    only grows, are not visited when ``states`` leaves them out."""
+    rows = await conn.fetch(
+        "SELECT state, count(*) AS n FROM cases WHERE state = ANY($1::text[]) GROUP BY state",
+        list(states),
+    )
     return {row["state"]: row["n"] for row in rows}
+
+
+# --- gauge snapshots -----------------------------------------------------------------------
+
+
+async def claim_snapshot(conn: asyncpg.Connection, name: str, max_age_seconds: float) -> bool:
+    """Whether this transaction is to recompute snapshot ``name``: it is missing or older
+    than ``max_age_seconds``. Its row stays locked until commit, so a replica arriving
+    meanwhile waits and then finds it fresh: one computation per interval, not per replica."""
+    claimed = await conn.fetchval(
+        """
+        INSERT INTO gauge_snapshots (name, computed_at, value) VALUES ($1, now(), 'null')
+        ON CONFLICT (name) DO UPDATE SET computed_at = now()
+        WHERE gauge_snapshots.computed_at <= now() - make_interval(secs => $2)
+        RETURNING true""",
+        name,
+        max_age_seconds,
+    )
+    return bool(claimed)
+
+
+async def save_snapshot(conn: asyncpg.Connection, name: str, value: Any) -> None:
+    await conn.execute("UPDATE gauge_snapshots SET value = $2 WHERE name = $1", name, value)
+
+
+async def snapshots(conn: asyncpg.Connection) -> dict[str, Any]:
+    rows = await conn.fetch("SELECT name, value FROM gauge_snapshots")
+    return {row["name"]: row["value"] for row in rows}

@@ -224,18 +224,20 @@ class Intake:
         for (item, payload), outcome in zip(requests, outcomes, strict=True):
             self.counted(payload.channel, "kafka", outcome, now - item.record.timestamp / 1000)
 
-    def consumer(self, bootstrap: str, producer: Publisher) -> ConsumerRuntime:
+    def consumer(self, settings: CommonSettings, producer: Publisher) -> ConsumerRuntime:
         """The consumer of citizen.requests.v1 and case.events.v1 (group civicroute.intake)."""
         dead_letters = _CountingDeadLetters(self, producer)
         return ConsumerRuntime(
             service=SERVICE,
-            bootstrap=bootstrap,
+            bootstrap=settings.kafka_bootstrap,
             topics=[self.topics(Topic.CITIZEN_REQUESTS), self.topics(Topic.CASE_EVENTS)],
             group_id=self.topics.group(SERVICE),
             handler=self.handle_batch,
             accept={EventType.REQUEST_SUBMITTED, *CASE_EVENT_TYPES},
             dead_letters=dead_letters,
             metrics=self.metrics,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            fetch_min_bytes=settings.kafka_fetch_min_bytes,
         )
 
     # --- reading --------------------------------------------------------------------------------
@@ -312,7 +314,7 @@ async def run(settings: IntakeSettings) -> int:
             key_service=settings.open311_key_service,
         ),
     )
-    runtime = intake.consumer(settings.kafka_bootstrap, service.producer)
+    runtime = intake.consumer(settings, service.producer)
     service.add_loop("consumer", runtime.run)
     intake.install(service.app)
     if not keys.by_hash:

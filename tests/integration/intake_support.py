@@ -28,6 +28,7 @@ from shared.http import create_app
 from shared.kafka import RenewingProducer, make_producer
 from shared.metrics import Metrics
 from shared.outbox import OutboxRelay
+from shared.settings import CommonSettings
 from shared.topics import Topic, TopicNames
 from tests.conftest import Infra
 from tests.helpers import read_topic
@@ -160,7 +161,9 @@ async def kafka_intake(
     )
     await producer.start()
     stop = asyncio.Event()
-    runtime = env.intake.consumer(infra.bootstrap, producer)
+    runtime = env.intake.consumer(
+        CommonSettings(kafka_bootstrap=infra.bootstrap, database_url=database_url), producer
+    )
     relay = OutboxRelay(
         dsn=database_url, schema="intake", producer=producer, metrics=env.intake.metrics
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import urlencode
 
 import asyncpg
@@ -15,7 +14,7 @@ import pytest
 
 from shared.events import utcnow
 from shared.webhooks import sign
-from tests.integration.escalation_support import Harness, make_harness  # noqa: F401
+from tests.integration.escalation_support import Harness, HarnessFactory, make_harness  # noqa: F401
 
 LEAD = "community_committee"
 OTHER = "housing_bureau"
@@ -344,13 +343,54 @@ async def test_open311_updates_drive_the_same_actions(h: Harness) -> None:
     assert not_held.status_code == 403
 
 
-async def test_dispatch_counts_as_open_case_gauges(h: Harness, city_pack: Path) -> None:
+async def test_open_case_gauges_count_each_open_state_and_leave_closed_cases_out(
+    h: Harness,
+) -> None:
     await h.dispatch("C-15")
     await h.dispatch("C-16")
     await h.call("C-16", "sign", {"department": LEAD})
+    await h.dispatch("C-17")
+    await h.call("C-17", "sign", {"department": LEAD})
+    await h.call("C-17", "resolve", {"department": LEAD, "reply": "done"})
+    rated = await h.as_role(
+        "platform", "POST", "/v1/cases/C-17/feedback", json={"rating": "satisfied"}
+    )
+    assert rated.json()["state"] == "closed"
     await h.escalation.refresh_gauges()
     assert h.metric("open_cases", {"state": "dispatched"}) == 1
     assert h.metric("open_cases", {"state": "signed"}) == 1
+    assert h.metric("open_cases", {"state": "resolved"}) == 0
+    assert h.metric("open_cases", {"state": "closed"}) is None
+
+
+async def test_replicas_export_the_gauges_one_of_them_computed_in_the_interval(
+    make_harness: HarnessFactory,
+) -> None:
+    first, second = await make_harness(), await make_harness()
+    await first.dispatch("C-G1")
+    await first.escalation.refresh_gauges()
+    kept = await first.fetch("SELECT name, computed_at, value FROM gauge_snapshots ORDER BY name")
+    await first.dispatch("C-G2")
+    await second.escalation.refresh_gauges()
+    # Within the interval the second replica exports the first one's count, not its own.
+    assert second.metric("open_cases", {"state": "dispatched"}) == 1
+    assert (
+        await first.fetch("SELECT name, computed_at, value FROM gauge_snapshots ORDER BY name")
+        == kept
+    )
+
+
+async def test_gauges_older_than_their_interval_are_recomputed(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness(metrics_refresh_seconds=0.05)
+    await h.dispatch("C-G1")
+    await h.escalation.refresh_gauges()
+    assert h.metric("open_cases", {"state": "dispatched"}) == 1
+    await h.dispatch("C-G2")
+    await asyncio.sleep(0.1)
+    await h.escalation.refresh_gauges()
+    assert h.metric("open_cases", {"state": "dispatched"}) == 2
 
 
 async def test_callbacks_arriving_together_are_each_answered_as_if_alone(h: Harness) -> None:

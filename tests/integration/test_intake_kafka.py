@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from services.intake.domain import rejection_of
 from shared.events import (
@@ -24,9 +27,11 @@ from shared.events import (
     encode,
     new_event,
 )
-from shared.topics import Topic
+from shared.kafka import Message
+from shared.settings import CommonSettings
+from shared.topics import Topic, TopicNames
 from tests.helpers import eventually
-from tests.integration.intake_support import IntakeEnv, KafkaSide, auth
+from tests.integration.intake_support import IntakeEnv, KafkaSide, auth, close_env, make_env
 from tests.integration.test_intake_http import APP, GRID, HOTLINE
 
 pytestmark = [pytest.mark.kafka]
@@ -281,3 +286,34 @@ async def _at_least(coro: Any, n: int) -> Any:
 async def _field(coro: Any, name: str, wanted: str) -> Any:
     value = await coro
     return value if value.get(name) == wanted else None
+
+
+class _NeverUsed:
+    """The dead-letter producer, which building a consumer must not touch."""
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
+        raise AssertionError("nothing is published while a consumer is built")
+
+    send_and_wait = send
+
+    async def send_many(self, messages: Sequence[Message]) -> list[asyncio.Future[Any]]:
+        raise AssertionError("nothing is published while a consumer is built")
+
+
+async def test_the_consumer_fetches_as_the_kafka_fetch_settings_say(
+    database_url: str, city_pack: Path
+) -> None:
+    # Operators tune CIVIC_KAFKA_FETCH_* for every consumer; intake builds its own (it counts
+    # its dead letters), so it must pass them on rather than keep aiokafka's defaults.
+    env = await make_env(database_url, TopicNames("t."), city_pack, CollectorRegistry())
+    try:
+        settings = CommonSettings(
+            kafka_bootstrap="127.0.0.1:9",
+            database_url=database_url,
+            kafka_fetch_max_wait_ms=7,
+            kafka_fetch_min_bytes=4096,
+        )
+        runtime = env.intake.consumer(settings, producer=_NeverUsed())
+        assert (runtime.fetch_max_wait_ms, runtime.fetch_min_bytes) == (7, 4096)
+    finally:
+        await close_env(env)
