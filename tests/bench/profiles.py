@@ -66,13 +66,23 @@ def heaviest(
     return total, ranked
 
 
-def main(paths: list[str]) -> None:
+def main(paths: list[str]) -> int:
+    missing = [path for path in paths if not Path(path).is_file()]
+    if not paths or missing:
+        print(
+            "usage: python -m tests.bench.profiles <profile-*.txt>… (a --profile run writes"
+            " them in each phase's directory of its work directory)"
+            + (f"; not found: {', '.join(missing)}" if missing else ""),
+            file=sys.stderr,
+        )
+        return 2
     for path in paths:
         total, ranked = heaviest(Path(path).read_text())
         print(f"== {path}: {total} samples")
         for share, frame in ranked:
             print(f"{share:6.1%}  {frame}")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

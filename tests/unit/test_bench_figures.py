@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.bench import profiles
 from tests.bench.figures import percentile, summarise_flow
 
 
@@ -57,3 +61,16 @@ def test_percentile_is_an_observed_value_by_nearest_rank() -> None:
     assert percentile(values, 50) == 50.0
     assert percentile(values, 99) == 99.0
     assert percentile([7.0], 99) == 7.0
+
+
+def test_the_profile_summary_names_the_files_it_cannot_find_and_reads_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    present = tmp_path / "profile-router.txt"
+    present.write_text("main (services/router/app.py:1);handle (services/router/app.py:9) 3\n")
+    assert profiles.main([str(present), str(tmp_path / "profile-*.txt")]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "not found: " + str(tmp_path / "profile-*.txt") in err
+    assert profiles.main([str(present)]) == 0
+    assert "100.0%  handle (services/router/app.py:9)" in capsys.readouterr().out
