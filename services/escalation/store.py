@@ -277,19 +277,26 @@ def _escalation_entry(case_id: str, row: asyncpg.Record) -> dict[str, Any]:
 # --- timers --------------------------------------------------------------------------------
 
 
+# Each due timer's case is read by key (a lateral subquery the planner cannot turn into a
+# join): timers fall due and are deleted all day, so between ANALYZEs the statistics take
+# many more timers for due than are, and a plain join was planned as a hash join over every
+# case (12 ms a claim with 8,000 cases, four claims a second per loop, a quarter of
+# PostgreSQL's time at 200 requests/s). Locks and skips are as before: a timer is claimed
+# only with its case, and neither is waited for.
+CLAIM_DUE_TIMERS = """
+    SELECT t.id AS timer_id, t.clock, t.level AS timer_level, t.repeat, t.deadline,
+           t.due_at, c.*
+    FROM timers t
+    CROSS JOIN LATERAL (SELECT * FROM cases WHERE cases.case_id = t.case_id OFFSET 0) c
+    WHERE t.due_at <= now()
+    ORDER BY t.due_at
+    LIMIT $1
+    FOR UPDATE OF t, c SKIP LOCKED"""
+
+
 async def claim_due_timers(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
     """Due timers with their case, both locked; rows another transaction holds are skipped."""
-    return await conn.fetch(
-        """
-        SELECT t.id AS timer_id, t.clock, t.level AS timer_level, t.repeat, t.deadline,
-               t.due_at, c.*
-        FROM timers t JOIN cases c USING (case_id)
-        WHERE t.due_at <= now()
-        ORDER BY t.due_at
-        LIMIT $1
-        FOR UPDATE OF t, c SKIP LOCKED""",
-        limit,
-    )
+    return await conn.fetch(CLAIM_DUE_TIMERS, limit)
 
 
 async def delete_timers(conn: asyncpg.Connection, ids: list[int]) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import statistics
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from services.escalation import store
 from shared.events import utcnow
@@ -284,3 +286,39 @@ async def test_an_escalation_is_written_once_and_shown_in_its_place_in_the_case_
     assert entry["detail"]["targets"] == ["duty_contact", "supervisor"]
     # One row records the firing: the guard against firing twice is also the history.
     assert await h.fetch("SELECT 1 FROM timeline WHERE type LIKE '%escalated%'") == []
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(node type, relation) of every node of an EXPLAIN (FORMAT JSON) plan."""
+    nodes = [(plan["Node Type"], plan.get("Relation Name"))]
+    for child in plan.get("Plans", []):
+        nodes += _plan_nodes(child)
+    return nodes
+
+
+async def test_the_timer_claim_reads_cases_by_key_while_statistics_take_past_timers_for_due(
+    make_harness,
+) -> None:
+    h = await make_harness()
+    # Timers fall due and are deleted all day: statistics taken before a thousand of them
+    # fired still count them as due. The claim must not answer that with a scan of every case.
+    await h.fetch(
+        """INSERT INTO cases (case_id, state, lead, category, urgency, sla_policy,
+                              dispatched_at, sign_for_due)
+           SELECT 'S' || n, 'dispatched', 'water', 'water.supply', 'general', 'general',
+                  now(), now()
+           FROM generate_series(1, 8000) AS n"""
+    )
+    await h.fetch(
+        """INSERT INTO timers (case_id, clock, level, repeat, deadline, due_at)
+           SELECT 'S' || n, 'sign_for', 1, 0, now(), now() + (n - 1000) * interval '1 second'
+           FROM generate_series(1, 2000) AS n"""
+    )
+    await h.fetch("ANALYZE cases")
+    await h.fetch("ANALYZE timers")
+    await h.fetch("DELETE FROM timers WHERE due_at < now() - interval '1 second'")
+    explained = await h.fetch("EXPLAIN (FORMAT JSON) " + store.CLAIM_DUE_TIMERS, 500)
+    plan = explained[0][0]
+    nodes = _plan_nodes((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
+    assert ("Index Scan", "cases") in nodes
+    assert ("Seq Scan", "cases") not in nodes
