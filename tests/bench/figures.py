@@ -45,7 +45,10 @@ def summarise_flow(
     - duplicates: webhook-ids delivered more than once, plus second dispatches of a
       request, plus escalations received more than once;
     - throughput: first deliveries that arrived inside the measured window, per second;
-    - latency: publication → arrival, for requests published inside the window.
+    - latency: publication → arrival, for requests published inside the window, and the
+      same split where the router stamped its dispatched event: publication → routed
+      (intake, its relay, the router) and routed → arrival (the router's commit and relay,
+      notify, the webhook).
     """
     dispatches: dict[str, list[list[Any]]] = stats["lead_dispatches"]
     start, end = window
@@ -54,12 +57,12 @@ def summarise_flow(
     late = [
         ref for ref in published if ref not in dispatches and ref not in triaged and ref in queued
     ]
-    first_arrival = {ref: min(d[1] for d in dispatches[ref]) for ref in delivered}
-    latencies = [
-        (first_arrival[ref] - published[ref]) * 1000
-        for ref in delivered
-        if start <= published[ref] <= end
-    ]
+    first = {ref: min(dispatches[ref], key=lambda d: d[1]) for ref in delivered}
+    first_arrival = {ref: d[1] for ref, d in first.items()}
+    measured = [ref for ref in delivered if start <= published[ref] <= end]
+    latencies = [(first_arrival[ref] - published[ref]) * 1000 for ref in measured]
+    routed = {ref: first[ref][3] for ref in measured if len(first[ref]) > 3 and first[ref][3]}
+    split = [(routed[ref] - published[ref], first_arrival[ref] - routed[ref]) for ref in routed]
     extra_dispatches = sum(len({d[2] for d in dispatches[ref]}) - 1 for ref in delivered)
     in_window = sum(1 for ref in delivered if start <= first_arrival[ref] <= end)
     figures: dict[str, Any] = {
@@ -82,6 +85,14 @@ def summarise_flow(
         figures["lost_refs_sample"] = sorted(lost)[:5]
     for pct in (50, 95, 99):
         figures[f"p{pct}_ms"] = round(percentile(latencies, pct), 1) if latencies else None
+    if split:
+        figures["hops_p50_p99_ms"] = {
+            hop: [round(percentile(seconds, pct) * 1000, 1) for pct in (50, 99)]
+            for hop, seconds in (
+                ("published_to_routed", [a for a, _ in split]),
+                ("routed_to_lead", [b for _, b in split]),
+            )
+        }
     return figures
 
 

@@ -20,6 +20,7 @@ import signal
 import time
 import uuid
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ class BenchDepartments:
         self.silent_fraction = silent_fraction
         self.rng = random.Random(seed)
         self.webhook_ids: Counter[str] = Counter()
-        # source_ref -> [published_at, arrived_at, event_id] of each dispatch to the lead
+        # source_ref -> [published_at, arrived_at, event_id, routed_at] of each dispatch to
+        # the lead; routed_at is the dispatched event's time, stamped by the router
         self.lead_dispatches: dict[str, list[list[Any]]] = {}
         self.escalations: Counter[str] = Counter()
         self.events_by_type: Counter[str] = Counter()
@@ -108,7 +110,7 @@ class BenchDepartments:
             request = data.get("request") or {}
             published = (request.get("extras") or {}).get("bench_t")
             self.lead_dispatches.setdefault(request.get("source_ref", "?"), []).append(
-                [published, time.time(), event.get("id")]
+                [published, time.time(), event.get("id"), _epoch(event.get("time"))]
             )
             case_id = data["case_id"]
             if self.silent(case_id):
@@ -229,6 +231,14 @@ async def serve(args: argparse.Namespace) -> None:
 def _pair(text: str) -> tuple[float, float]:
     low, high = (float(x) for x in text.split(","))
     return low, high
+
+
+def _epoch(stamp: Any) -> float | None:
+    """An event's ISO 8601 ``time`` as seconds since the epoch (None when absent or bad)."""
+    try:
+        return datetime.fromisoformat(str(stamp)).timestamp() if stamp else None
+    except ValueError:
+        return None
 
 
 def main() -> None:

@@ -74,3 +74,20 @@ def test_the_profile_summary_names_the_files_it_cannot_find_and_reads_none(
     assert "not found: " + str(tmp_path / "profile-*.txt") in err
     assert profiles.main([str(present)]) == 0
     assert "100.0%  handle (services/router/app.py:9)" in capsys.readouterr().out
+
+
+def test_latency_is_split_where_the_router_stamped_its_dispatch() -> None:
+    # published at 1.0, routed at 1.1 / 1.2 / 1.4, received at 1.5 / 1.3 / 2.4
+    stats = _stats(
+        {
+            "a": [[1.0, 1.5, "e1", 1.1]],
+            "b": [[1.0, 1.3, "e2", 1.2]],
+            "c": [[1.0, 2.4, "e3", 1.4]],
+            "unstamped": [[1.0, 1.9, "e4", None]],
+        }
+    )
+    published = {"a": 1.0, "b": 1.0, "c": 1.0, "unstamped": 1.0}
+    figures = summarise_flow(published, stats, (0.0, 10.0))
+    assert figures["p50_ms"] == pytest.approx(500.0)  # the unstamped one still counts end to end
+    assert figures["hops_p50_p99_ms"]["published_to_routed"] == pytest.approx([200.0, 400.0])
+    assert figures["hops_p50_p99_ms"]["routed_to_lead"] == pytest.approx([400.0, 1000.0])
