@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer
 
 from shared.events import CloudEvent, decode
@@ -57,3 +58,19 @@ async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Recor
         return await conn.fetch(query, *args)
     finally:
         await conn.close()
+
+
+async def plan_of(
+    conn: asyncpg.Connection, query: str, *args: Any
+) -> list[tuple[str, str | None, str | None]]:
+    """(node type, table, index) of every node of the plan PostgreSQL makes for ``query``."""
+    explained = await conn.fetchval("EXPLAIN (FORMAT JSON) " + query, *args)
+    document = orjson.loads(explained) if isinstance(explained, str) else explained
+
+    def walk(node: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+        found = [(node["Node Type"], node.get("Relation Name"), node.get("Index Name"))]
+        for child in node.get("Plans", []):
+            found += walk(child)
+        return found
+
+    return walk(document[0]["Plan"])
