@@ -44,6 +44,7 @@ from shared.events import (
     utcnow,
 )
 from shared.metrics import Metrics
+from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
 
@@ -397,6 +398,18 @@ class ConsumerRuntime:
         )
         self._lag = metrics.gauge("consumer_lag_messages", "Messages behind the log end", ["topic"])
         self._batch_seconds = metrics.histogram("batch_seconds", "Time to process one batch")
+
+    @classmethod
+    def configured(cls, settings: CommonSettings, **wiring: Any) -> ConsumerRuntime:
+        """A consumer on the broker and fetch settings of ``settings``; ``wiring`` gives the
+        rest (service, topics, group_id, handler, accept, dead_letters, metrics, …). Every
+        service builds its consumer through here, so no setting is left behind."""
+        return cls(
+            bootstrap=settings.kafka_bootstrap,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            fetch_min_bytes=settings.kafka_fetch_min_bytes,
+            **wiring,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         self._consumer.subscribe(self._topics, listener=_FinishBatchOnRevoke(self._lock))

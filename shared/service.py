@@ -117,9 +117,9 @@ class Service:
         accept: set[str],
         max_batch: int = 500,
     ) -> ConsumerRuntime:
-        runtime = ConsumerRuntime(
+        runtime = ConsumerRuntime.configured(
+            self.settings,
             service=self.name,
-            bootstrap=self.settings.kafka_bootstrap,
             topics=[self.topic(t) for t in topics],
             group_id=self.topics.group(self.name),
             handler=handler,
@@ -127,8 +127,6 @@ class Service:
             dead_letters=self.dead_letters,
             metrics=self.metrics,
             max_batch=max_batch,
-            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
-            fetch_min_bytes=self.settings.kafka_fetch_min_bytes,
         )
         self.add_loop("consumer", runtime.run)
         return runtime

@@ -64,6 +64,10 @@ CASE_DURATION_BUCKETS = (
 )
 
 
+# The states the open-case gauges count (closed cases only accumulate).
+OPEN_STATES = sorted(state.value for state in lifecycle.OPEN)
+
+
 class EscalationSettings(CommonSettings):
     http_port: int = 8003
     timer_batch: int = Field(default=500, ge=1, le=10_000)
@@ -552,8 +556,8 @@ class Escalation:
         settings = self.settings
         async with self.pool.acquire() as conn, conn.transaction():
             if await store.claim_snapshot(conn, "open_cases", settings.metrics_refresh_seconds):
-                counts = await store.state_counts(conn, sorted(lifecycle.OPEN))
-                await store.save_snapshot(conn, "open_cases", counts)
+                fresh = await store.state_counts(conn, OPEN_STATES)
+                await store.save_snapshot(conn, "open_cases", fresh)
             if await store.claim_snapshot(conn, "rates", settings.rates_refresh_seconds):
                 now = self.now()
                 since = now - timedelta(days=settings.rates_window_days)
@@ -561,8 +565,8 @@ class Escalation:
                 await store.save_snapshot(conn, "rates", report.as_json(lines))
             kept = await store.snapshots(conn)
         counts = kept.get("open_cases") or {}
-        for state in sorted(lifecycle.OPEN):
-            self.open_cases.labels(state.value).set(counts.get(state.value, 0))
+        for state in OPEN_STATES:
+            self.open_cases.labels(state).set(counts.get(state, 0))
         # Departments gone from the window disappear rather than keep their last rates.
         for gauge in self.rate_gauges.values():
             gauge.clear()

@@ -227,17 +227,15 @@ class Intake:
     def consumer(self, settings: CommonSettings, producer: Publisher) -> ConsumerRuntime:
         """The consumer of citizen.requests.v1 and case.events.v1 (group civicroute.intake)."""
         dead_letters = _CountingDeadLetters(self, producer)
-        return ConsumerRuntime(
+        return ConsumerRuntime.configured(
+            settings,
             service=SERVICE,
-            bootstrap=settings.kafka_bootstrap,
             topics=[self.topics(Topic.CITIZEN_REQUESTS), self.topics(Topic.CASE_EVENTS)],
             group_id=self.topics.group(SERVICE),
             handler=self.handle_batch,
             accept={EventType.REQUEST_SUBMITTED, *CASE_EVENT_TYPES},
             dead_letters=dead_letters,
             metrics=self.metrics,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-            fetch_min_bytes=settings.kafka_fetch_min_bytes,
         )
 
     # --- reading --------------------------------------------------------------------------------
