@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import structlog
 from pydantic import BaseModel, Field
 
 from services.escalation import api, ladder, lifecycle, report, store
+from services.escalation.arrivals import Arrivals
 from services.escalation.clocks import SlaClocks
 from services.escalation.lifecycle import Case, Outcome, Refused
 from services.escalation.polling import seconds_until_next_claim
@@ -67,6 +69,10 @@ CASE_DURATION_BUCKETS = (
 # The states the open-case gauges count (closed cases only accumulate).
 OPEN_STATES = sorted(state.value for state in lifecycle.OPEN)
 
+# How often an action waiting for its case looks again, for a dispatch another replica
+# applies (one applied here wakes it at once).
+UNKNOWN_CASE_POLL_SECONDS = 0.5
+
 
 class EscalationSettings(CommonSettings):
     http_port: int = 8003
@@ -98,6 +104,13 @@ class EscalationSettings(CommonSettings):
     )
     rates_window_days: int = Field(
         default=30, ge=1, le=366, description="Trailing window of the per-department rate gauges"
+    )
+    unknown_case_wait_seconds: float = Field(
+        default=10,
+        ge=0,
+        le=60,
+        description="How long an action on a case not known here waits for the router's"
+        " dispatch to land before its 404: the department's webhook can overtake it",
     )
 
 
@@ -152,6 +165,7 @@ class Escalation:
         self.actions: GroupCommit[ActionRequest, Answer] = GroupCommit(
             self._act_batch, concurrency=settings.action_transactions
         )
+        self.arrivals = Arrivals()
         m = metrics
         self.escalations = m.counter(
             "escalations_total", "Escalations fired", ["level", "department", "clock"]
@@ -176,6 +190,11 @@ class Escalation:
         )
         self.transitions = m.counter(
             "transitions_total", "Lifecycle actions by outcome", ["action", "outcome"]
+        )
+        self.unknown_case_waits = m.counter(
+            "unknown_case_waits_total",
+            "Actions that came before their case's dispatch and waited for it, by outcome",
+            ["outcome"],
         )
         self.open_cases = m.gauge("open_cases", "Open cases by lifecycle state", ["state"])
         self.rate_gauges = {
@@ -248,6 +267,7 @@ class Escalation:
                     cases[case_id] = outcome.case
                     applied.append(outcome)
             await store.write_changes(conn, self.schema, changes)
+        self.arrivals.landed(outcome.case.case_id for outcome in applied)
         for outcome in applied:
             self.observe(outcome)
             self._warn_if_beyond_calendar(outcome.case)
@@ -321,9 +341,46 @@ class Escalation:
         reused webhook-id anything else gets 401. Actions arriving together are committed
         in one transaction (see ``_act_batch``); each caller gets its own answer.
 
+        An action on a case not known here waits, up to ``unknown_case_wait_seconds``, for
+        the router's dispatch to land before it is refused with 404.
+
         Raises Refused (nothing changed) for an action the case does not allow now.
         """
-        return await self.actions.submit(ActionRequest(case_id, action, decide, callback))
+        request = ActionRequest(case_id, action, decide, callback)
+        try:
+            return await self.actions.submit(request)
+        except Refused as refused:
+            if refused.status != 404 or self.settings.unknown_case_wait_seconds <= 0:
+                raise
+        return await self._act_once_dispatched(request)
+
+    async def _act_once_dispatched(self, request: ActionRequest) -> Answer:
+        """notify and this service read the dispatch independently, so the department's
+        webhook can reach it, and its answer come back, before the case is applied here.
+        A 404 then is a falsehood a department's sender may take as final (ours does), and
+        the case would escalate unsigned: the action waits for the case instead."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.settings.unknown_case_wait_seconds
+        with self.arrivals.watch(request.case_id) as landed:
+            while True:
+                # Submitted once more before the first wait: the dispatch may have landed
+                # between the first refusal and the watch.
+                try:
+                    answer = await self.actions.submit(request)
+                except Refused as refused:
+                    left = give_up - loop.time()
+                    if refused.status == 404 and left > 0:
+                        landed.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(
+                                landed.wait(), min(left, UNKNOWN_CASE_POLL_SECONDS)
+                            )
+                        continue
+                    found = refused.status != 404
+                    self.unknown_case_waits.labels("found" if found else "not_found").inc()
+                    raise
+                self.unknown_case_waits.labels("found").inc()
+                return answer
 
     async def _act_batch(self, requests: list[ActionRequest]) -> list[Answer | Exception]:
         """Decide every request on its case, in arrival order, and write what changed in

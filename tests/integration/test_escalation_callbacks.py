@@ -21,9 +21,14 @@ OTHER = "housing_bureau"
 WATER = "water_bureau"
 
 
+# Actions on unknown cases wait a little for their dispatch (the tests of that wait set
+# their own): long enough to exercise it, short enough for the 404s the tests expect.
+SHORT_WAIT = 0.3
+
+
 @pytest.fixture
 async def h(make_harness) -> Harness:
-    return await make_harness()
+    return await make_harness(unknown_case_wait_seconds=SHORT_WAIT)
 
 
 async def test_a_case_goes_through_its_whole_life_and_each_step_is_announced(h: Harness) -> None:
@@ -436,7 +441,7 @@ async def test_callbacks_arriving_together_are_each_answered_as_if_alone(h: Harn
 
 
 async def test_a_refused_callback_may_come_again_under_its_webhook_id(h: Harness) -> None:
-    """A department that calls back before escalation has the dispatch gets 404; its
+    """A department whose callback waited longer than the dispatch took gets 404; its
     retry of the very same request succeeds once the case is there."""
     raw, headers = h.signed({"department": LEAD, "actor": "duty-li"}, webhook_id="early")
     too_early = await h.client.post("/v1/cases/C-E1/sign", content=raw, headers=headers)
@@ -445,3 +450,63 @@ async def test_a_refused_callback_may_come_again_under_its_webhook_id(h: Harness
     retried = await h.client.post("/v1/cases/C-E1/sign", content=raw, headers=headers)
     assert retried.status_code == 200, retried.text
     assert retried.json()["state"] == "signed"
+
+
+async def test_a_callback_that_overtakes_its_dispatch_waits_for_it_and_is_answered(
+    make_harness: HarnessFactory,
+) -> None:
+    """notify can deliver the dispatch before escalation has applied it: the department's
+    prompt sign-for is held until the case lands, not refused as unknown."""
+    h = await make_harness()  # the default wait
+    sign = asyncio.create_task(h.call("C-W1", "sign", {"department": LEAD, "actor": "duty-li"}))
+    await asyncio.sleep(0.5)
+    assert not sign.done(), "answered before the case existed"
+    await h.dispatch("C-W1")
+    response = await asyncio.wait_for(sign, 5)
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "signed"
+    assert (await h.outbox_types("C-W1")).count("signed") == 1
+    assert h.metric("unknown_case_waits_total", {"outcome": "found"}) == 1
+    assert h.escalation.arrivals.waiting == 0
+
+
+async def test_a_callback_waits_for_a_dispatch_another_replica_applies(
+    make_harness: HarnessFactory,
+) -> None:
+    """The replica answering the callback need not be the one consuming the dispatch: it
+    looks for the case again until it is there."""
+    answering, consuming = await make_harness(), await make_harness()
+    sign = asyncio.create_task(answering.call("C-W2", "sign", {"department": LEAD}))
+    await asyncio.sleep(0.3)
+    await consuming.dispatch("C-W2")
+    response = await asyncio.wait_for(sign, 5)
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "signed"
+
+
+async def test_an_action_on_a_case_that_never_comes_gets_404_after_the_wait_and_changes_nothing(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness(unknown_case_wait_seconds=1.0)
+    outbox_before = await h.fetch("SELECT count(*) AS n FROM outbox")
+    started = asyncio.get_running_loop().time()
+    raw, headers = h.signed({"department": LEAD}, webhook_id="never")
+    response = await h.client.post("/v1/cases/C-NEVER/sign", content=raw, headers=headers)
+    waited = asyncio.get_running_loop().time() - started
+    assert response.status_code == 404
+    assert "C-NEVER" in response.json()["detail"]
+    assert waited >= 1.0, "refused before the wait was over"
+    assert await h.fetch("SELECT 1 FROM cases WHERE case_id = 'C-NEVER'") == []
+    assert await h.fetch("SELECT 1 FROM callbacks WHERE webhook_id = 'never'") == []
+    assert await h.fetch("SELECT count(*) AS n FROM outbox") == outbox_before
+    assert h.metric("unknown_case_waits_total", {"outcome": "not_found"}) == 1
+    assert h.escalation.arrivals.waiting == 0
+
+
+async def test_with_no_wait_configured_an_unknown_case_is_refused_at_once(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness(unknown_case_wait_seconds=0)
+    response = await h.call("C-NONE", "sign", {"department": LEAD})
+    assert response.status_code == 404
+    assert h.metric("unknown_case_waits_total", {"outcome": "not_found"}) is None
