@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,8 +68,8 @@ CASE_DURATION_BUCKETS = (
 # The states the open-case gauges count (closed cases only accumulate).
 OPEN_STATES = sorted(state.value for state in lifecycle.OPEN)
 
-# How often an action waiting for its case looks again, for a dispatch another replica
-# applies (one applied here wakes it at once).
+# How often a replica looks for the cases its waiting actions want, applied by another
+# replica (one applied here wakes them at once).
 UNKNOWN_CASE_POLL_SECONDS = 0.5
 
 
@@ -347,40 +346,55 @@ class Escalation:
         Raises Refused (nothing changed) for an action the case does not allow now.
         """
         request = ActionRequest(case_id, action, decide, callback)
-        try:
-            return await self.actions.submit(request)
-        except Refused as refused:
-            if refused.status != 404 or self.settings.unknown_case_wait_seconds <= 0:
-                raise
-        return await self._act_once_dispatched(request)
+        # Watched from before the first try: a dispatch landing while it runs still wakes it.
+        with self.arrivals.watch(case_id) as landed:
+            try:
+                return await self.actions.submit(request)
+            except Refused as refused:
+                if refused.status != 404 or self.settings.unknown_case_wait_seconds <= 0:
+                    raise
+                return await self._act_once_dispatched(request, landed, refused)
 
-    async def _act_once_dispatched(self, request: ActionRequest) -> Answer:
+    async def _act_once_dispatched(
+        self, request: ActionRequest, landed: asyncio.Event, refusal: Refused
+    ) -> Answer:
         """notify and this service read the dispatch independently, so the department's
         webhook can reach it, and its answer come back, before the case is applied here.
         A 404 then is a falsehood a department's sender may take as final (ours does), and
-        the case would escalate unsigned: the action waits for the case instead."""
+        the case would escalate unsigned: the action waits for the case instead. It is
+        tried again only when the case has landed, so waiting callers add no load."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.settings.unknown_case_wait_seconds
-        with self.arrivals.watch(request.case_id) as landed:
+        with self.arrivals.waiting(request.case_id):
             while True:
-                # Submitted once more before the first wait: the dispatch may have landed
-                # between the first refusal and the watch.
+                try:
+                    await asyncio.wait_for(landed.wait(), max(0.0, give_up - loop.time()))
+                except TimeoutError:
+                    self.unknown_case_waits.labels("not_found").inc()
+                    raise refusal from None
+                landed.clear()
                 try:
                     answer = await self.actions.submit(request)
                 except Refused as refused:
-                    left = give_up - loop.time()
-                    if refused.status == 404 and left > 0:
-                        landed.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(
-                                landed.wait(), min(left, UNKNOWN_CASE_POLL_SECONDS)
-                            )
+                    if refused.status == 404:  # woken before it could be read: wait on
+                        refusal = refused
                         continue
-                    found = refused.status != 404
-                    self.unknown_case_waits.labels("found" if found else "not_found").inc()
+                    self.unknown_case_waits.labels("found").inc()
                     raise
                 self.unknown_case_waits.labels("found").inc()
                 return answer
+
+    async def arrival_loop(self, stop: asyncio.Event) -> None:
+        """Wake the actions waiting for cases another replica has applied: one query for
+        all of them per poll, however many wait."""
+        while not stop.is_set():
+            if waited_for := self.arrivals.waited_for():
+                try:
+                    async with self.pool.acquire() as conn:
+                        self.arrivals.landed(await store.existing_cases(conn, waited_for))
+                except TRANSIENT_DB_ERRORS as error:
+                    log.warning("arrival poll: database unavailable", error=repr(error))
+            await sleep_or_stop(stop, UNKNOWN_CASE_POLL_SECONDS)
 
     async def _act_batch(self, requests: list[ActionRequest]) -> list[Answer | Exception]:
         """Decide every request on its case, in arrival order, and write what changed in
@@ -685,6 +699,7 @@ async def run(
         # SKIP LOCKED keeps their batches disjoint, case by case, as between replicas.
         service.add_loop(f"timers-{worker}", escalation.timer_loop)
     service.add_loop("gauges", escalation.gauge_loop)
+    service.add_loop("arrivals", escalation.arrival_loop)
     service.app.include_router(api.make_router(escalation))
     return await service.run()
 

@@ -72,6 +72,12 @@ async def load_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[
     return {row["case_id"]: case_from_row(row) for row in rows}
 
 
+async def existing_cases(conn: asyncpg.Connection, case_ids: list[str]) -> list[str]:
+    """Which of ``case_ids`` exist (committed), without locking them."""
+    rows = await conn.fetch("SELECT case_id FROM cases WHERE case_id = ANY($1::text[])", case_ids)
+    return [row["case_id"] for row in rows]
+
+
 _CASE_COLUMNS = (
     "state, category, urgency, lead, cooperating, sla_policy, attempt, excluded, return_count,"
     " dispatched_at, sign_for_due, contact_due, resolve_due, signed_at, signed_by, contacted_at,"

@@ -467,7 +467,7 @@ async def test_a_callback_that_overtakes_its_dispatch_waits_for_it_and_is_answer
     assert response.json()["state"] == "signed"
     assert (await h.outbox_types("C-W1")).count("signed") == 1
     assert h.metric("unknown_case_waits_total", {"outcome": "found"}) == 1
-    assert h.escalation.arrivals.waiting == 0
+    assert h.escalation.arrivals.watching == 0
 
 
 async def test_a_callback_waits_for_a_dispatch_another_replica_applies(
@@ -476,12 +476,20 @@ async def test_a_callback_waits_for_a_dispatch_another_replica_applies(
     """The replica answering the callback need not be the one consuming the dispatch: it
     looks for the case again until it is there."""
     answering, consuming = await make_harness(), await make_harness()
-    sign = asyncio.create_task(answering.call("C-W2", "sign", {"department": LEAD}))
-    await asyncio.sleep(0.3)
-    await consuming.dispatch("C-W2")
-    response = await asyncio.wait_for(sign, 5)
+    stop = asyncio.Event()
+    poll = asyncio.create_task(answering.escalation.arrival_loop(stop))
+    try:
+        sign = asyncio.create_task(answering.call("C-W2", "sign", {"department": LEAD}))
+        await asyncio.sleep(0.3)
+        assert answering.escalation.arrivals.waited_for() == ["C-W2"]
+        await consuming.dispatch("C-W2")
+        response = await asyncio.wait_for(sign, 5)
+    finally:
+        stop.set()
+        await poll
     assert response.status_code == 200, response.text
     assert response.json()["state"] == "signed"
+    assert answering.escalation.arrivals.waited_for() == []
 
 
 async def test_an_action_on_a_case_that_never_comes_gets_404_after_the_wait_and_changes_nothing(
@@ -500,7 +508,7 @@ async def test_an_action_on_a_case_that_never_comes_gets_404_after_the_wait_and_
     assert await h.fetch("SELECT 1 FROM callbacks WHERE webhook_id = 'never'") == []
     assert await h.fetch("SELECT count(*) AS n FROM outbox") == outbox_before
     assert h.metric("unknown_case_waits_total", {"outcome": "not_found"}) == 1
-    assert h.escalation.arrivals.waiting == 0
+    assert h.escalation.arrivals.watching == 0
 
 
 async def test_with_no_wait_configured_an_unknown_case_is_refused_at_once(
