@@ -376,7 +376,9 @@ class Escalation:
                 try:
                     answer = await self.actions.submit(request)
                 except Refused as refused:
-                    if refused.status == 404:  # woken before it could be read: wait on
+                    if refused.status == 404:
+                        # Only a committed case wakes it, so this is not expected; if it
+                        # happens, the caller still gets its answer within the wait.
                         refusal = refused
                         continue
                     self.unknown_case_waits.labels("found").inc()
