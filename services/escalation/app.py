@@ -362,29 +362,16 @@ class Escalation:
         webhook can reach it, and its answer come back, before the case is applied here.
         A 404 then is a falsehood a department's sender may take as final (ours does), and
         the case would escalate unsigned: the action waits for the case instead. It is
-        tried again only when the case has landed, so waiting callers add no load."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.settings.unknown_case_wait_seconds
+        tried again only once the case has landed, so waiting callers add no load."""
         with self.arrivals.waiting(request.case_id):
-            while True:
-                try:
-                    await asyncio.wait_for(landed.wait(), max(0.0, give_up - loop.time()))
-                except TimeoutError:
-                    self.unknown_case_waits.labels("not_found").inc()
-                    raise refusal from None
-                landed.clear()
-                try:
-                    answer = await self.actions.submit(request)
-                except Refused as refused:
-                    if refused.status == 404:
-                        # Only a committed case wakes it, so this is not expected; if it
-                        # happens, the caller still gets its answer within the wait.
-                        refusal = refused
-                        continue
-                    self.unknown_case_waits.labels("found").inc()
-                    raise
-                self.unknown_case_waits.labels("found").inc()
-                return answer
+            try:
+                await asyncio.wait_for(landed.wait(), self.settings.unknown_case_wait_seconds)
+            except TimeoutError:
+                self.unknown_case_waits.labels("not_found").inc()
+                raise refusal from None
+        # Only a committed case wakes it, so this try reads the case.
+        self.unknown_case_waits.labels("found").inc()
+        return await self.actions.submit(request)
 
     async def arrival_loop(self, stop: asyncio.Event) -> None:
         """Wake the actions waiting for cases another replica has applied: one query for
