@@ -57,6 +57,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release, after asyncpg's own (which rolls back an open
+    transaction): nothing more. The default (unlock all, close all, unlisten, reset all) is
+    one more round trip on every use, and on a busy machine each waits to be scheduled.
+    Pool connections keep no session state: no SET, LISTEN or cursor outside a transaction,
+    and the one session lock (``migrate``) is released or goes with its connection.
+    """
+
+
 def check_schema_name(schema: str) -> str:
     if not _SCHEMA_NAME.match(schema):
         raise ValueError(f"bad schema name {schema!r}")
@@ -79,6 +88,7 @@ async def connect_pool(
                 min_size=1,
                 max_size=max_size,
                 init=_init_connection,
+                reset=_keep_session,
                 server_settings={
                     "search_path": schema,
                     "application_name": f"civicroute-{schema}",
@@ -168,10 +178,14 @@ async def migrate(pool: asyncpg.Pool, schema: str, service_dir: Path | None) -> 
                             checksum,
                         )
                     applied_now.append(f"{source}/{name}")
-        finally:
             await conn.execute(
                 "SELECT pg_advisory_unlock(hashtext($1))", f"civicroute.migrate.{schema}"
             )
+        except BaseException:
+            # The pool does not reset sessions (see ``_keep_session``): a lock left held
+            # would stop every later start, so the connection goes, and its lock with it.
+            conn.terminate()
+            raise
     if applied_now:
         log.info("migrations applied", schema=schema, migrations=applied_now)
     return applied_now
@@ -202,6 +216,20 @@ def columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     """Rows as one list per column: the array parameters of an ``unnest(…)`` statement,
     which writes or matches a whole batch in one round trip."""
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+def columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """``columns`` that also gives ``width`` empty arrays for no rows, for a statement whose
+    every part runs whether or not it has rows."""
+    return columns(rows) if rows else [[] for _ in range(width)]
+
+
+def records(names: str, rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Rows as JSON objects keyed by the comma-separated ``names``, the parameter of a
+    ``jsonb_populate_recordset(NULL::table, $n)`` statement: it writes a batch with array
+    columns in one round trip (``unnest`` would flatten the arrays)."""
+    keys = [name.strip() for name in names.split(",")]
+    return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 def as_records(rows: Iterable[asyncpg.Record]) -> list[dict[str, Any]]:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
 from shared.aio import sleep_or_stop, wait_any
-from shared.db import TRANSIENT_DB_ERRORS, check_schema_name, columns
+from shared.db import TRANSIENT_DB_ERRORS, check_schema_name, columns_of
 from shared.events import CloudEvent, encode
 from shared.kafka import Publisher
 from shared.metrics import Metrics
@@ -32,36 +33,45 @@ def notify_channel(schema: str) -> str:
     return f"civicroute_outbox_{check_schema_name(schema)}"
 
 
-async def enqueue(
-    conn: asyncpg.Connection, schema: str, messages: Iterable[tuple[str, str | None, CloudEvent]]
-) -> int:
-    """Add (topic, key, event) rows to the outbox inside the caller's transaction."""
+def outbox_insert(first: int) -> str:
+    """The INSERT of ``outbox_columns`` from parameters $first…$first+2, for a WITH clause
+    (RETURNING 1): ids follow the rows' order, so per-key order holds."""
+    topics, keys, values = (f"${n}" for n in range(first, first + 3))
+    return f"""
+        INSERT INTO outbox (topic, key, value)
+        SELECT topic, key, value
+        FROM unnest({topics}::text[], {keys}::bytea[], {values}::bytea[]) WITH ORDINALITY
+             AS r (topic, key, value, n)
+        ORDER BY n
+        RETURNING 1"""  # noqa: S608 (parameter numbers only)
+
+
+def outbox_columns(messages: Iterable[tuple[str, str | None, CloudEvent]]) -> list[list[Any]]:
+    """(topic, key, event) messages as the three array parameters of ``outbox_insert``."""
     rows = [
         (topic, key.encode() if key is not None else None, encode(event))
         for topic, key, event in messages
     ]
-    if not rows:
+    return columns_of(rows, 3)
+
+
+async def enqueue(
+    conn: asyncpg.Connection, schema: str, messages: Iterable[tuple[str, str | None, CloudEvent]]
+) -> int:
+    """Add (topic, key, event) rows to the outbox inside the caller's transaction."""
+    topics, keys, values = outbox_columns(messages)
+    if not topics:
         return 0
-    topics, keys, values = columns(rows)
-    # One round trip: the rows, in order (ids follow the ordinality, so per-key order
-    # holds), and the relay's wake-up, delivered at commit (several fold into one).
+    # One round trip: the rows and the relay's wake-up, delivered at commit (several
+    # fold into one).
     await conn.execute(
-        """
-        WITH added AS (
-            INSERT INTO outbox (topic, key, value)
-            SELECT topic, key, value
-            FROM unnest($1::text[], $2::bytea[], $3::bytea[]) WITH ORDINALITY
-                 AS r (topic, key, value, n)
-            ORDER BY n
-            RETURNING 1
-        )
-        SELECT pg_notify($4, '')""",
+        f"WITH added AS ({outbox_insert(1)}) SELECT pg_notify($4, '')",
         topics,
         keys,
         values,
         notify_channel(schema),
     )
-    return len(rows)
+    return len(topics)
 
 
 class OutboxRelay:

@@ -12,9 +12,9 @@ import asyncpg
 
 from services.escalation.ladder import TimerSpec
 from services.escalation.lifecycle import HELD, Case, Extension, State
-from shared.db import columns
+from shared.db import columns, columns_of, records
 from shared.events import CaseEscalated, Clock, CloudEvent, EventType, Rating
-from shared.outbox import enqueue
+from shared.outbox import notify_channel, outbox_columns, outbox_insert
 
 _HELD = sorted(state.value for state in HELD)
 
@@ -120,36 +120,17 @@ def _case_values(case: Case) -> list[Any]:
     ]
 
 
-_ASSIGNMENT_UPSERT = """
-    INSERT INTO assignments (case_id, attempt, department, category, urgency, state,
-        dispatched_at, sign_for_due, contact_due, resolve_due, signed_at, contacted_at,
-        resolved_at, overdue, rating, returned)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-    ON CONFLICT (case_id, attempt) DO UPDATE SET
-        state = EXCLUDED.state, resolve_due = EXCLUDED.resolve_due,
-        signed_at = EXCLUDED.signed_at, contacted_at = EXCLUDED.contacted_at,
-        resolved_at = EXCLUDED.resolved_at, overdue = EXCLUDED.overdue,
-        rating = EXCLUDED.rating, returned = assignments.returned OR EXCLUDED.returned"""
-
-
-def _case_upsert() -> str:
-    columns = [c.strip() for c in _CASE_COLUMNS.split(",")]
-    placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
-    return (
-        f"INSERT INTO cases (case_id, {_CASE_COLUMNS}) VALUES ($1, {placeholders})"  # noqa: S608
-        f" ON CONFLICT (case_id) DO UPDATE SET {updates}, updated_at = now()"
-    )
-
-
-_CASE_UPSERT = _case_upsert()
-
-
 def holds_assignment(case: Case) -> bool:
     """Whether a department holds the case (then its assignment row is the report's fact)."""
     return (
         case.lead is not None and case.state is not State.TRIAGE and case.dispatched_at is not None
     )
+
+
+_ASSIGNMENT_COLUMNS = (
+    "case_id, attempt, department, category, urgency, state, dispatched_at, sign_for_due,"
+    " contact_due, resolve_due, signed_at, contacted_at, resolved_at, overdue, rating, returned"
+)
 
 
 def _assignment_values(case: Case) -> tuple[Any, ...]:
@@ -203,34 +184,91 @@ class Changes:
         self.clocks[(case_id, clock)] = armed
 
 
+def _timeline_insert(first: int) -> str:
+    """The INSERT of timeline entries from parameters $first…$first+5 (``append_timelines``'
+    columns), in the given order (ids follow it)."""
+    case_ids, at, types, departments, actors, details = (f"${n}" for n in range(first, first + 6))
+    return f"""
+        INSERT INTO timeline (case_id, at, type, department, actor, detail)
+        SELECT case_id, at, type, department, actor, detail
+        FROM unnest({case_ids}::text[], {at}::timestamptz[], {types}::text[],
+                    {departments}::text[], {actors}::text[], {details}::jsonb[]) WITH ORDINALITY
+             AS e (case_id, at, type, department, actor, detail, n)
+        ORDER BY n"""  # noqa: S608 (parameter numbers only)
+
+
+def _write_changes_sql() -> str:
+    case_updates = ", ".join(
+        f"{c.strip()} = EXCLUDED.{c.strip()}" for c in _CASE_COLUMNS.split(",")
+    )
+    # Data-modifying WITH clauses run in no set order and see the same snapshot, so no two
+    # of them touch one row: the timers kept (same case, clock, deadline, level, repeat)
+    # are left out of the delete and only updated, the others deleted or inserted.
+    # Foreign keys are checked at the statement's end, after a new case's row is in.
+    return f"""
+        WITH saved_cases AS (
+            INSERT INTO cases (case_id, {_CASE_COLUMNS})
+            SELECT case_id, {_CASE_COLUMNS} FROM jsonb_populate_recordset(NULL::cases, $1)
+            ON CONFLICT (case_id) DO UPDATE SET {case_updates}, updated_at = now()
+        ), saved_assignments AS (
+            INSERT INTO assignments ({_ASSIGNMENT_COLUMNS})
+            SELECT {_ASSIGNMENT_COLUMNS}
+            FROM jsonb_populate_recordset(NULL::assignments, $2)
+            ON CONFLICT (case_id, attempt) DO UPDATE SET
+                state = EXCLUDED.state, resolve_due = EXCLUDED.resolve_due,
+                signed_at = EXCLUDED.signed_at, contacted_at = EXCLUDED.contacted_at,
+                resolved_at = EXCLUDED.resolved_at, overdue = EXCLUDED.overdue,
+                rating = EXCLUDED.rating, returned = assignments.returned OR EXCLUDED.returned
+        ), armed AS (
+            SELECT DISTINCT ON (case_id, clock, deadline, level, repeat) *
+            FROM unnest($5::text[], $6::text[], $7::int[], $8::int[], $9::timestamptz[],
+                        $10::timestamptz[]) AS t (case_id, clock, level, repeat, deadline, due_at)
+        ), disarmed AS (
+            DELETE FROM timers USING unnest($3::text[], $4::text[]) AS reset (case_id, clock)
+            WHERE timers.case_id = reset.case_id AND timers.clock = reset.clock
+              AND NOT EXISTS (
+                SELECT 1 FROM armed a
+                WHERE (a.case_id, a.clock, a.deadline, a.level, a.repeat)
+                    = (timers.case_id, timers.clock, timers.deadline, timers.level, timers.repeat))
+        ), rearmed AS (
+            INSERT INTO timers (case_id, clock, level, repeat, deadline, due_at)
+            SELECT case_id, clock, level, repeat, deadline, due_at FROM armed
+            ON CONFLICT (case_id, clock, deadline, level, repeat)
+            DO UPDATE SET due_at = EXCLUDED.due_at WHERE timers.due_at <> EXCLUDED.due_at
+        ), written AS ({_timeline_insert(11)}
+        ), queued AS ({outbox_insert(17)})
+        SELECT pg_notify($20, '') WHERE EXISTS (SELECT 1 FROM queued)"""  # noqa: S608
+
+
+_WRITE_CHANGES = _write_changes_sql()
+
+
 async def write_changes(conn: asyncpg.Connection, schema: str, changes: Changes) -> None:
-    """A handful of statements for the whole set, whatever its size."""
-    if changes.cases:
-        await conn.executemany(
-            _CASE_UPSERT, [(c.case_id, *_case_values(c)) for c in changes.cases.values()]
-        )
-    if changes.assignments:
-        await conn.executemany(
-            _ASSIGNMENT_UPSERT, [_assignment_values(c) for c in changes.assignments.values()]
-        )
-    if changes.clocks:
-        await conn.execute(
-            "DELETE FROM timers USING unnest($1::text[], $2::text[]) AS gone (case_id, clock)"
-            " WHERE timers.case_id = gone.case_id AND timers.clock = gone.clock",
-            [case_id for case_id, _ in changes.clocks],
-            [clock.value for _, clock in changes.clocks],
-        )
-        await arm_many(
-            conn,
-            [
-                (case_id, clock, armed[0], timer)
-                for (case_id, clock), armed in changes.clocks.items()
-                if armed is not None
-                for timer in armed[1]
-            ],
-        )
-    await append_timelines(conn, changes.timeline)
-    await enqueue(conn, schema, changes.events)
+    """One round trip for the whole set, whatever its size: on a busy machine each round
+    trip waits to be scheduled, and a statement per table kept the consumer behind."""
+    if not (changes.cases or changes.clocks or changes.timeline or changes.events):
+        return
+    armed = [
+        (case_id, clock.value, timer.level, timer.repeat, deadline, timer.due_at)
+        for (case_id, clock), setting in changes.clocks.items()
+        if setting is not None
+        for deadline, timers in [setting]
+        for timer in timers
+    ]
+    await conn.execute(
+        _WRITE_CHANGES,
+        records(
+            "case_id, " + _CASE_COLUMNS,
+            ((c.case_id, *_case_values(c)) for c in changes.cases.values()),
+        ),
+        records(_ASSIGNMENT_COLUMNS, map(_assignment_values, changes.assignments.values())),
+        [case_id for case_id, _ in changes.clocks],
+        [clock.value for _, clock in changes.clocks],
+        *columns_of(armed, 6),
+        *columns_of(changes.timeline, 6),
+        *outbox_columns(changes.events),
+        notify_channel(schema),
+    )
 
 
 # --- timeline ------------------------------------------------------------------------------
@@ -369,20 +407,11 @@ async def append_timelines(
 ) -> None:
     """append_timeline for many cases: (case_id, at, type, department, actor, detail).
 
-    One set-based statement, in the given order (ids follow it): a burst of timers
-    writes thousands of entries, and one INSERT per row costs PostgreSQL several times more.
+    One set-based statement: a burst of timers writes thousands of entries, and one INSERT
+    per row costs PostgreSQL several times more.
     """
     if entries:
-        await conn.execute(
-            """
-            INSERT INTO timeline (case_id, at, type, department, actor, detail)
-            SELECT case_id, at, type, department, actor, detail
-            FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
-                        $6::jsonb[]) WITH ORDINALITY
-                 AS e (case_id, at, type, department, actor, detail, n)
-            ORDER BY n""",
-            *columns(entries),
-        )
+        await conn.execute(_timeline_insert(1), *columns(entries))
 
 
 async def arm_many(

@@ -165,7 +165,7 @@ class Deliverer:
     async def lease_and_send(self) -> int:
         """Lease what is due and may go now; start one task per delivery. Returns the count."""
         slots = self.slots(time.monotonic())
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:  # one statement: no BEGIN and COMMIT
             rows = await store.lease_due(
                 conn, slots=slots, in_flight=list(self.in_flight), lease=self.lease
             )
@@ -284,7 +284,7 @@ class Deliverer:
             )
 
     async def _settle_batch(self, items: list[store.Settlement]) -> list[None]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:  # one statement: no BEGIN and COMMIT
             await store.settle(conn, items)
         return [None] * len(items)
 

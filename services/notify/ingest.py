@@ -101,9 +101,9 @@ class Ingest:
         new: list[store.NewDelivery] = []
         for item, case_id in zip(ordered, case_ids, strict=True):
             new.extend(self._one(batch, item, case_id, now))
-        await store.save_contacts(conn, batch.contact_writes)
-        await store.set_holders(conn, batch.holder_writes)
-        await store.add_deliveries(conn, new)
+        await store.save_ingest(
+            conn, holders=batch.holder_writes, contacts=batch.contact_writes, deliveries=new
+        )
         return len(new)
 
     def _one(

@@ -10,6 +10,7 @@ import asyncpg
 
 from services.notify.domain import Attempt
 from services.notify.notices import Contact
+from shared.db import columns_of, records
 from shared.events import Urgency
 
 STATUSES = ("pending", "delivered", "dead")
@@ -71,60 +72,77 @@ async def case_facts(
     return holders, contacts
 
 
-async def set_holders(conn: asyncpg.Connection, holders: Mapping[str, Holders]) -> None:
-    """The departments now holding each case (the last dispatch wins)."""
-    if holders:
-        await conn.executemany(
-            """
-            INSERT INTO case_holders (case_id, lead, cooperating, urgency)
-            VALUES ($1, $2, $3, $4)
-            ON CONFLICT (case_id) DO UPDATE
-            SET lead = EXCLUDED.lead, cooperating = EXCLUDED.cooperating,
-                urgency = EXCLUDED.urgency, updated_at = now()""",
+# The batch's holders, contacts and deliveries in one round trip: each round trip waits to
+# be scheduled on a busy machine, and the consumer is on every request's path. Each WITH
+# clause writes its own table, so their running in no set order does not matter.
+_SAVE_INGEST = """
+    WITH contacts AS (
+        INSERT INTO case_contacts (case_id, phone, email, language)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+        ON CONFLICT (case_id) DO UPDATE
+        SET phone = COALESCE(EXCLUDED.phone, case_contacts.phone),
+            email = COALESCE(EXCLUDED.email, case_contacts.email),
+            language = COALESCE(EXCLUDED.language, case_contacts.language),
+            updated_at = now()
+    ), holders AS (
+        INSERT INTO case_holders (case_id, lead, cooperating, urgency)
+        SELECT case_id, lead, cooperating, urgency
+        FROM jsonb_populate_recordset(NULL::case_holders, $5)
+        ON CONFLICT (case_id) DO UPDATE
+        SET lead = EXCLUDED.lead, cooperating = EXCLUDED.cooperating,
+            urgency = EXCLUDED.urgency, updated_at = now()
+    )
+    INSERT INTO deliveries (webhook_id, case_id, department, event_id, event_type, body,
+                            kind, next_attempt_at, window_start)
+    SELECT webhook_id, case_id, department, event_id, event_type, body, kind,
+           COALESCE(not_before, now()), COALESCE(not_before, now())
+    FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[],
+                $12::text[], $13::timestamptz[]) WITH ORDINALITY
+         AS d (webhook_id, case_id, department, event_id, event_type, body, kind, not_before, n)
+    ORDER BY n
+    ON CONFLICT (webhook_id) DO NOTHING"""
+
+
+async def save_ingest(
+    conn: asyncpg.Connection,
+    *,
+    holders: Mapping[str, Holders],
+    contacts: Mapping[str, Contact],
+    deliveries: Sequence[NewDelivery],
+) -> None:
+    """Record the departments now holding each case (the last dispatch wins), how to reach
+    each citizen (a field a later event lacks keeps its value), and queue the deliveries in
+    their order (a redelivered event, same webhook-id, adds nothing)."""
+    if not (holders or contacts or deliveries):
+        return
+    await conn.execute(
+        _SAVE_INGEST,
+        *columns_of(
+            [(case_id, c.phone, c.email, c.language) for case_id, c in contacts.items()], 4
+        ),
+        records(
+            "case_id, lead, cooperating, urgency",
             [
                 (case_id, h.lead, h.cooperating, h.urgency.value if h.urgency else None)
-                for case_id, h in sorted(holders.items())
+                for case_id, h in holders.items()
             ],
-        )
-
-
-async def save_contacts(conn: asyncpg.Connection, contacts: Mapping[str, Contact]) -> None:
-    """Remember how to reach each citizen; a field a later event lacks keeps its value."""
-    if contacts:
-        await conn.executemany(
-            """
-            INSERT INTO case_contacts (case_id, phone, email, language)
-            VALUES ($1, $2, $3, $4)
-            ON CONFLICT (case_id) DO UPDATE
-            SET phone = COALESCE(EXCLUDED.phone, case_contacts.phone),
-                email = COALESCE(EXCLUDED.email, case_contacts.email),
-                language = COALESCE(EXCLUDED.language, case_contacts.language),
-                updated_at = now()""",
-            [(case_id, c.phone, c.email, c.language) for case_id, c in sorted(contacts.items())],
-        )
-
-
-async def add_deliveries(conn: asyncpg.Connection, deliveries: Sequence[NewDelivery]) -> None:
-    """Queue deliveries; a redelivered event (same webhook-id) adds nothing."""
-    await conn.executemany(
-        """
-        INSERT INTO deliveries (webhook_id, case_id, department, event_id, event_type, body,
-                                kind, next_attempt_at, window_start)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()), COALESCE($8, now()))
-        ON CONFLICT (webhook_id) DO NOTHING""",
-        [
-            (
-                d.webhook_id,
-                d.case_id,
-                d.department,
-                d.event_id,
-                d.event_type,
-                d.body,
-                d.kind,
-                d.not_before,
-            )
-            for d in deliveries
-        ],
+        ),
+        *columns_of(
+            [
+                (
+                    d.webhook_id,
+                    d.case_id,
+                    d.department,
+                    d.event_id,
+                    d.event_type,
+                    d.body,
+                    d.kind,
+                    d.not_before,
+                )
+                for d in deliveries
+            ],
+            8,
+        ),
     )
 
 
@@ -194,63 +212,84 @@ class Settlement:
     dead_reason: str | None
 
 
-async def settle(conn: asyncpg.Connection, items: Sequence[Settlement]) -> None:
-    """Record many attempts and their deliveries' new state in three statements."""
-    if not items:
-        return
-    await conn.executemany(
-        """
+_SETTLE = """
+    WITH tried AS (
         INSERT INTO delivery_attempts
             (delivery_id, attempt, status_code, latency_ms, error, retry_after_seconds)
-        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
-        [
-            (
-                i.delivery_id,
-                i.number,
-                i.attempt.status_code,
-                i.attempt.latency_ms,
-                i.attempt.error,
-                i.attempt.retry_after,
-            )
-            for i in items
-        ],
+        SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::text[],
+                             $6::int[])
+        ON CONFLICT DO NOTHING
+    ), again AS (
+        UPDATE deliveries d
+        SET attempts = u.attempts, tries = u.tries, next_attempt_at = u.next_at,
+            last_status_code = u.code, last_error = u.error, updated_at = now()
+        FROM unnest($7::bigint[], $8::int[], $9::int[], $10::timestamptz[], $11::int[],
+                    $12::text[]) AS u (id, attempts, tries, next_at, code, error)
+        WHERE d.id = u.id
     )
+    UPDATE deliveries d
+    SET status = u.status, attempts = u.attempts, tries = u.tries,
+        last_status_code = u.code, last_error = u.error, dead_reason = u.reason,
+        finished_at = now(), updated_at = now()
+    FROM unnest($13::bigint[], $14::text[], $15::int[], $16::int[], $17::int[], $18::text[],
+                $19::text[]) AS u (id, status, attempts, tries, code, error, reason)
+    WHERE d.id = u.id"""
+
+
+async def settle(conn: asyncpg.Connection, items: Sequence[Settlement]) -> None:
+    """Record many attempts and their deliveries' new state in one statement (atomic by
+    itself). A delivery is settled once per attempt, so the two updates touch different
+    rows."""
+    if not items:
+        return
     again = [i for i in items if i.next_at is not None]
     done = [i for i in items if i.next_at is None]
-    if again:
-        await conn.execute(
-            """
-            UPDATE deliveries d
-            SET attempts = u.attempts, tries = u.tries, next_attempt_at = u.next_at,
-                last_status_code = u.code, last_error = u.error, updated_at = now()
-            FROM unnest($1::bigint[], $2::int[], $3::int[], $4::timestamptz[], $5::int[],
-                        $6::text[]) AS u (id, attempts, tries, next_at, code, error)
-            WHERE d.id = u.id""",
-            [i.delivery_id for i in again],
-            [i.number for i in again],
-            [i.tries for i in again],
-            [i.next_at for i in again],
-            [i.attempt.status_code for i in again],
-            [i.attempt.error for i in again],
-        )
-    if done:
-        await conn.execute(
-            """
-            UPDATE deliveries d
-            SET status = u.status, attempts = u.attempts, tries = u.tries,
-                last_status_code = u.code, last_error = u.error, dead_reason = u.reason,
-                finished_at = now(), updated_at = now()
-            FROM unnest($1::bigint[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[],
-                        $7::text[]) AS u (id, status, attempts, tries, code, error, reason)
-            WHERE d.id = u.id""",
-            [i.delivery_id for i in done],
-            [i.status for i in done],
-            [i.number for i in done],
-            [i.tries for i in done],
-            [i.attempt.status_code for i in done],
-            [i.attempt.error for i in done],
-            [i.dead_reason for i in done],
-        )
+    await conn.execute(
+        _SETTLE,
+        *columns_of(
+            [
+                (
+                    i.delivery_id,
+                    i.number,
+                    i.attempt.status_code,
+                    i.attempt.latency_ms,
+                    i.attempt.error,
+                    i.attempt.retry_after,
+                )
+                for i in items
+            ],
+            6,
+        ),
+        *columns_of(
+            [
+                (
+                    i.delivery_id,
+                    i.number,
+                    i.tries,
+                    i.next_at,
+                    i.attempt.status_code,
+                    i.attempt.error,
+                )
+                for i in again
+            ],
+            6,
+        ),
+        *columns_of(
+            [
+                (
+                    i.delivery_id,
+                    i.status,
+                    i.number,
+                    i.tries,
+                    i.attempt.status_code,
+                    i.attempt.error,
+                    i.dead_reason,
+                )
+                for i in done
+            ],
+            7,
+        ),
+    )
 
 
 async def ledger(

@@ -32,7 +32,6 @@ from shared.events import (
 )
 from shared.kafka import Inbound
 from shared.logs import configure_logging
-from shared.outbox import enqueue
 from shared.service import Service, run_service
 from shared.settings import CommonSettings, load_settings
 from shared.topics import Topic
@@ -116,9 +115,7 @@ class Router:
                 outcome, message, channel = result
                 messages.append(message)
                 done.append((item.payload.case_id, channel, outcome))
-            await store.save_decisions(conn, decisions)
-            await enqueue(conn, self.service.name, messages)
-            waiting = await store.count_triage(conn)
+            waiting = await store.save_dispatches(conn, self.service.name, decisions, messages)
         self.waiting.set(waiting)
         for case_id, channel, outcome in done:
             self._count(case_id, channel, outcome)
@@ -280,8 +277,13 @@ class Router:
                 trace=[f"triage: {waiting.reason}", f"manual: routed by {operator}: {reason}"],
             )
             await store.resolve_triage(conn, case_id, operator)
-            await store.save_decisions(
+            await store.save_example(conn, waiting.request, category, lead, operator, reason)
+            message = self._dispatch_message(
+                waiting.request, decision, waiting.attempt, case.excluded
+            )
+            remaining = await store.save_dispatches(
                 conn,
+                self.service.name,
                 [
                     store.decision_row(
                         case_id,
@@ -292,13 +294,8 @@ class Router:
                         reason=reason,
                     )
                 ],
+                [message],
             )
-            await store.save_example(conn, waiting.request, category, lead, operator, reason)
-            message = self._dispatch_message(
-                waiting.request, decision, waiting.attempt, case.excluded
-            )
-            await enqueue(conn, self.service.name, [message])
-            remaining = await store.count_triage(conn)
         self.waiting.set(remaining)
         self.manual.labels(lead).inc()
         self.dispatched.labels(lead, category).inc()

@@ -9,7 +9,9 @@ from typing import Any
 import asyncpg
 
 from services.router.domain import Decision, Triage, request_text
-from shared.events import CitizenRequest, Jurisdiction
+from shared.db import records
+from shared.events import CitizenRequest, CloudEvent, Jurisdiction
+from shared.outbox import notify_channel, outbox_columns, outbox_insert
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def decision_row(
     decided_by: str | None = None,
     reason: str | None = None,
 ) -> tuple[Any, ...]:
-    """One dispatch decision as ``save_decisions`` writes it."""
+    """One dispatch decision as ``save_dispatches`` writes it."""
     return (
         case_id,
         attempt,
@@ -90,19 +92,39 @@ def decision_row(
     )
 
 
-async def save_decisions(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Record dispatch decisions (``decision_row``), in order, in one pipelined statement."""
-    if rows:
-        await conn.executemany(
-            """
-            INSERT INTO decisions
-                (case_id, attempt, outcome, category, lead, cooperating, confidence, trace,
-                 method, route_id, urgency, sla_policy, jurisdiction, excluded, model_version,
-                 decided_by, reason)
-            VALUES ($1, $2, 'dispatched', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                    $15, $16)""",
-            rows,
-        )
+_DECISION_COLUMNS = (
+    "case_id, attempt, category, lead, cooperating, confidence, trace, method, route_id,"
+    " urgency, sla_policy, jurisdiction, excluded, model_version, decided_by, reason"
+)
+
+# The decisions, the events announcing them and the relay's wake-up, and the triage queue's
+# length for its gauge: one round trip, as each waits to be scheduled on a busy machine.
+_SAVE_DISPATCHES = f"""
+    WITH saved AS (
+        INSERT INTO decisions (outcome, {_DECISION_COLUMNS})
+        SELECT 'dispatched', {_DECISION_COLUMNS}
+        FROM jsonb_populate_recordset(NULL::decisions, $1)
+    ), queued AS ({outbox_insert(2)})
+    SELECT (SELECT count(*) FROM triage WHERE resolved_at IS NULL) AS waiting,
+           (SELECT count(pg_notify($5, '')) FROM (SELECT 1 FROM queued LIMIT 1) AS one) AS woken
+    """  # noqa: S608 (column names and parameter numbers only)
+
+
+async def save_dispatches(
+    conn: asyncpg.Connection,
+    schema: str,
+    decisions: list[tuple[Any, ...]],
+    messages: list[tuple[str, str | None, CloudEvent]],
+) -> int:
+    """Record dispatch decisions (``decision_row``) and queue the events; returns how many
+    cases wait in triage."""
+    row = await conn.fetchrow(
+        _SAVE_DISPATCHES,
+        records(_DECISION_COLUMNS, decisions),
+        *outbox_columns(messages),
+        notify_channel(schema),
+    )
+    return int(row["waiting"])
 
 
 async def save_triage(

@@ -9,11 +9,13 @@ import contextlib
 import statistics
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 from services.escalation import store
-from shared.events import utcnow
+from services.escalation.ladder import TimerSpec
+from shared.events import Clock, utcnow
 from tests.helpers import eventually, plan_of
 from tests.integration.escalation_support import Harness, make_harness, set_sla  # noqa: F401
 
@@ -312,3 +314,83 @@ async def test_the_timer_claim_reads_cases_by_key_while_statistics_take_past_tim
     scans = [(kind, table) for kind, table, _ in plan]
     assert ("Index Scan", "cases") in scans
     assert ("Seq Scan", "cases") not in scans
+
+
+async def test_setting_a_clock_again_keeps_unchanged_timers_and_replaces_the_rest(
+    make_harness,
+) -> None:
+    h = await make_harness()
+    await h.dispatch("W-1")
+    before = await h.fetch(
+        "SELECT id, clock, level, repeat, deadline, due_at FROM timers WHERE case_id = 'W-1'"
+    )
+    sign_for = sorted(
+        (t for t in before if t["clock"] == Clock.SIGN_FOR.value), key=lambda t: t["level"]
+    )
+    assert len(sign_for) >= 2, before
+    kept, moved = sign_for[0], sign_for[1]
+    deadline = kept["deadline"]
+    changes = store.Changes()
+    changes.set_clock(
+        "W-1",
+        Clock.SIGN_FOR,
+        (
+            deadline,
+            [
+                TimerSpec(kept["level"], kept["repeat"], kept["due_at"]),
+                TimerSpec(moved["level"], moved["repeat"], moved["due_at"] + timedelta(minutes=5)),
+                TimerSpec(7, 0, deadline + timedelta(hours=1)),
+            ],
+        ),
+    )
+    changes.set_clock("W-1", Clock.CONTACT, None)
+    async with h.pool.acquire() as conn, conn.transaction():
+        await store.write_changes(conn, h.escalation.schema, changes)
+
+    after = {
+        (t["clock"], t["level"], t["repeat"]): t
+        for t in await h.fetch("SELECT * FROM timers WHERE case_id = 'W-1'")
+    }
+    assert set(after) == {
+        (Clock.SIGN_FOR.value, kept["level"], kept["repeat"]),
+        (Clock.SIGN_FOR.value, moved["level"], moved["repeat"]),
+        (Clock.SIGN_FOR.value, 7, 0),
+    } | {
+        (t["clock"], t["level"], t["repeat"])
+        for t in before
+        if t["clock"] not in (Clock.SIGN_FOR.value, Clock.CONTACT.value)
+    }
+    assert after[(Clock.SIGN_FOR.value, kept["level"], kept["repeat"])]["id"] == kept["id"]
+    moved_now = after[(Clock.SIGN_FOR.value, moved["level"], moved["repeat"])]
+    assert moved_now["due_at"] == moved["due_at"] + timedelta(minutes=5)
+
+
+async def test_a_new_case_its_timers_history_and_events_are_written_together(
+    make_harness,
+) -> None:
+    h = await make_harness()
+    await h.dispatch("W-2")
+    [case] = [store.case_from_row(r) for r in await h.fetch("SELECT * FROM cases")]
+    twin = replace(case, case_id="W-3")
+    at = utcnow()
+    changes = store.Changes()
+    changes.save(twin)
+    changes.set_clock("W-3", Clock.RESOLVE, (at, [TimerSpec(1, 0, at)]))
+    changes.timeline.append(("W-3", at, "note", None, "test", {"n": 1}))
+    changes.timeline.append(("W-3", at, "note", None, "test", {"n": 2}))
+    outbox_before = await h.outbox()
+    event = outbox_before[-1].model_copy(update={"id": "evt-W-3", "subject": "W-3"})
+    changes.events.append(("case.events.v1", "W-3", event))
+    async with h.pool.acquire() as conn, conn.transaction():
+        await store.write_changes(conn, h.escalation.schema, changes)
+
+    [row] = await h.fetch("SELECT * FROM cases WHERE case_id = 'W-3'")
+    assert store.case_from_row(row) == twin
+    [assignment] = await h.fetch("SELECT * FROM assignments WHERE case_id = 'W-3'")
+    assert (assignment["department"], assignment["attempt"]) == (twin.lead, twin.attempt)
+    timers = await h.fetch("SELECT clock, level FROM timers WHERE case_id = 'W-3'")
+    assert [tuple(t) for t in timers] == [(Clock.RESOLVE.value, 1)]
+    notes = await h.fetch("SELECT detail FROM timeline WHERE case_id = 'W-3' ORDER BY id")
+    assert [n["detail"] for n in notes] == [{"n": 1}, {"n": 2}]
+    added = (await h.outbox())[len(outbox_before) :]
+    assert [e.id for e in added] == [event.id]

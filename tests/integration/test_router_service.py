@@ -210,6 +210,7 @@ async def test_accepted_requests_are_dispatched_or_triaged_once_with_their_trace
     ) in metrics
     assert 'civicroute_router_decisions_total{channel="hotline",outcome="triage"} 1.0' in metrics
     assert 'civicroute_router_triaged_total{reason="low_confidence"} 1.0' in metrics
+    assert "civicroute_router_triage_waiting 1.0" in metrics
     assert "civicroute_router_routing_seconds_count 2.0" in metrics
     assert 'civicroute_router_confidence_bucket{le="1.0",method="model"} 1.0' in metrics
     assert PHONE not in router.services.log_file("router").read_text()
@@ -266,6 +267,7 @@ async def test_an_operator_routes_a_triaged_case_and_it_becomes_a_training_examp
         }
         assert (await http.post(path, headers=operator, json=body)).status_code == 409
         assert (await http.get("/v1/triage", headers=operator)).json()["total"] == 0
+        assert "civicroute_router_triage_waiting 0.0" in (await http.get("/metrics")).text
 
     dispatched = await eventually(
         lambda: router.of(EventType.CASE_DISPATCHED, unclear.case_id), timeout=30

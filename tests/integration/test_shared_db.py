@@ -99,6 +99,43 @@ async def test_inbox_reports_each_event_id_new_only_once(database_url: str) -> N
         await pool.close()
 
 
+async def test_a_failed_migration_leaves_no_lock_behind_for_the_next_start(
+    database_url: str, tmp_path: Path
+) -> None:
+    write(tmp_path, "001_t.sql", "CREATE TABLE t (id int);")
+    write(tmp_path, "002_bad.sql", "CREATE TABLE t (id int);")  # t exists: this one fails
+    first = await connect_pool(database_url, "svc", max_size=1)
+    try:
+        with pytest.raises(asyncpg.DuplicateTableError):
+            await migrate(first, "svc", tmp_path)
+        write(tmp_path, "002_bad.sql", "ALTER TABLE t ADD COLUMN name text;")
+        # Another replica starting now must get the lock (a hang here is the failure).
+        second = await connect_pool(database_url, "svc")
+        try:
+            applied = await asyncio.wait_for(migrate(second, "svc", tmp_path), timeout=30)
+        finally:
+            await second.close()
+    finally:
+        await first.close()
+    assert applied == ["svc/002_bad.sql"]
+
+
+async def test_a_connection_given_back_inside_a_transaction_is_rolled_back(
+    database_url: str,
+) -> None:
+    pool = await connect_pool(database_url, "alpha", max_size=1)
+    try:
+        await migrate(pool, "alpha", None)
+        async with pool.acquire() as conn:
+            await conn.execute("BEGIN")
+            await conn.execute("INSERT INTO processed_events (event_id) VALUES ('half-done')")
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT count(*) FROM processed_events") == 0
+    finally:
+        await pool.close()
+
+
 async def test_pool_connections_see_only_their_schema_first(database_url: str) -> None:
     pool = await connect_pool(database_url, "alpha")
     try:
