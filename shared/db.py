@@ -191,6 +191,13 @@ async def migrate(pool: asyncpg.Pool, schema: str, service_dir: Path | None) -> 
     return applied_now
 
 
+CLAIM_EVENTS = (
+    "INSERT INTO processed_events (event_id) SELECT unnest($1::text[])"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
+)
+"""The claim of event ids $1 (those new come back), for a WITH clause of a service's own."""
+
+
 async def claim_new_events(conn: asyncpg.Connection, event_ids: Sequence[str]) -> set[str]:
     """Record event ids as processed; return those not seen before.
 
@@ -199,12 +206,27 @@ async def claim_new_events(conn: asyncpg.Connection, event_ids: Sequence[str]) -
     """
     if not event_ids:
         return set()
-    rows = await conn.fetch(
-        "INSERT INTO processed_events (event_id) SELECT unnest($1::text[])"
-        " ON CONFLICT DO NOTHING RETURNING event_id",
-        list(event_ids),
-    )
+    rows = await conn.fetch(CLAIM_EVENTS, list(event_ids))
     return {row["event_id"] for row in rows}
+
+
+async def claim_and_fetch(
+    conn: asyncpg.Connection, event_ids: Sequence[str], query: str, *args: Any
+) -> tuple[set[str], list[asyncpg.Record]]:
+    """``claim_new_events`` and a read the batch needs, in one round trip: ``query`` takes
+    its parameters from $2 and may lock (FOR UPDATE). Each round trip waits to be scheduled
+    on a busy machine, and this one starts every consumer batch."""
+    rows = await conn.fetch(
+        f"""
+        WITH fresh AS ({CLAIM_EVENTS})
+        SELECT (SELECT array_agg(event_id) FROM fresh) AS claimed, r.*
+        FROM (SELECT 1) AS one
+        LEFT JOIN LATERAL (SELECT true AS found, q.* FROM ({query}) AS q) AS r ON true""",  # noqa: S608
+        list(event_ids),
+        *args,
+    )
+    claimed = rows[0]["claimed"] if rows else None
+    return set(claimed or ()), [row for row in rows if row["found"]]
 
 
 async def ping(pool: asyncpg.Pool) -> None:

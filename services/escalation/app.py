@@ -23,7 +23,7 @@ from shared.aio import sleep_or_stop
 from shared.apikeys import ApiKeys, ApiKeysError
 from shared.batching import GroupCommit
 from shared.citypack import CityPack, load_pack_or_exit
-from shared.db import TRANSIENT_DB_ERRORS, claim_new_events
+from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import (
     CaseDispatched,
     CaseEscalated,
@@ -252,11 +252,13 @@ class Escalation:
         few statements: one round trip per event would bound the whole service."""
         applied: list[Outcome] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await claim_new_events(conn, [item.event.id for item in batch])
-            items = [item for item in batch if item.event.id in fresh]
-            cases: dict[str, Case | None] = dict(
-                await store.load_cases(conn, [_case_id(item.payload) for item in items])
+            fresh, locked = await store.claim_and_lock_cases(
+                conn,
+                [item.event.id for item in batch],
+                [_case_id(item.payload) for item in batch],
             )
+            items = [item for item in batch if item.event.id in fresh]
+            cases: dict[str, Case | None] = dict(locked)
             changes = store.Changes()
             for item in items:
                 case_id = _case_id(item.payload)

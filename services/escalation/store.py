@@ -12,7 +12,7 @@ import asyncpg
 
 from services.escalation.ladder import TimerSpec
 from services.escalation.lifecycle import HELD, Case, Extension, State
-from shared.db import columns, columns_of, records
+from shared.db import claim_and_fetch, columns, columns_of, records
 from shared.events import CaseEscalated, Clock, CloudEvent, EventType, Rating
 from shared.outbox import notify_channel, outbox_columns, outbox_insert
 
@@ -63,13 +63,25 @@ async def load_case(conn: asyncpg.Connection, case_id: str) -> Case | None:
     return case_from_row(row) if row is not None else None
 
 
+def _lock_cases(ids: str) -> str:
+    """The cases that exist among the ids in parameter ``ids``, locked in a fixed order (no
+    deadlocks)."""
+    return f"SELECT * FROM cases WHERE case_id = ANY({ids}::text[]) ORDER BY case_id FOR UPDATE"  # noqa: S608
+
+
 async def load_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, Case]:
-    """The cases that exist among ``case_ids``, locked in a fixed order (no deadlocks)."""
-    rows = await conn.fetch(
-        "SELECT * FROM cases WHERE case_id = ANY($1::text[]) ORDER BY case_id FOR UPDATE",
-        sorted(set(case_ids)),
-    )
+    """The cases that exist among ``case_ids``, locked."""
+    rows = await conn.fetch(_lock_cases("$1"), sorted(set(case_ids)))
     return {row["case_id"]: case_from_row(row) for row in rows}
+
+
+async def claim_and_lock_cases(
+    conn: asyncpg.Connection, event_ids: list[str], case_ids: Iterable[str]
+) -> tuple[set[str], dict[str, Case]]:
+    """The new among ``event_ids`` (claimed) and the cases among ``case_ids``, locked: one
+    round trip to start a consumer batch."""
+    fresh, rows = await claim_and_fetch(conn, event_ids, _lock_cases("$2"), sorted(set(case_ids)))
+    return fresh, {row["case_id"]: case_from_row(row) for row in rows}
 
 
 async def existing_cases(conn: asyncpg.Connection, case_ids: list[str]) -> list[str]:

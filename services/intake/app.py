@@ -32,12 +32,12 @@ from services.intake.store import (
     accept,
     accept_many,
     apply_changes,
+    claim_and_find,
     get_case,
 )
 from shared.apikeys import ApiKeys, ApiKeysError
 from shared.channels import MAX_BODY_BYTES, SubmittedRequest
 from shared.citypack import CityPack, load_pack_or_exit
-from shared.db import claim_new_events
 from shared.events import EventType, InvalidEvent, new_event, utcnow
 from shared.kafka import ConsumerRuntime, DeadLetters, Inbound, Publisher
 from shared.logs import configure_logging
@@ -194,7 +194,15 @@ class Intake:
         requests: list[tuple[Inbound, ChannelPayload]] = []
         changes: list[tuple[str, Change]] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await claim_new_events(conn, [item.event.id for item in batch])
+            fresh, known = await claim_and_find(
+                conn,
+                [item.event.id for item in batch],
+                [
+                    (item.payload.root.channel, item.payload.root.source_ref)
+                    for item in batch
+                    if isinstance(item.payload, SubmittedRequest)
+                ],
+            )
             for item in batch:
                 if item.event.id not in fresh:
                     continue
@@ -205,7 +213,9 @@ class Intake:
                 if change is not None:
                     changes.append((item.event.id, change))
             outcomes = (
-                await accept_many(conn, [self.submission(payload) for _, payload in requests])
+                await accept_many(
+                    conn, [self.submission(payload) for _, payload in requests], known
+                )
                 if requests
                 else []
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -12,7 +12,7 @@ import asyncpg
 
 from services.intake.domain import ChannelPayload, format_case_id, payload_hash, to_citizen_request
 from services.intake.lifecycle import RECEIVED, CaseView, Change
-from shared.db import columns
+from shared.db import claim_and_fetch, columns_of
 from shared.events import CitizenRequest
 
 
@@ -91,8 +91,12 @@ class _Identity:
     request: CitizenRequest | None = None
 
 
+Known = dict[tuple[str, str], _Identity]
+"""What the database holds for some (channel, source_ref) identities."""
+
+
 async def accept_many(
-    conn: asyncpg.Connection, submissions: Sequence[Submission]
+    conn: asyncpg.Connection, submissions: Sequence[Submission], known: Known | None = None
 ) -> list[Acceptance]:
     """Store each request once per (channel, source_ref); say, in order, which are new.
 
@@ -100,11 +104,12 @@ async def accept_many(
     returns the first's case; a different payload under the same identity is a
     conflict. That holds within the batch too. Concurrent deliveries are safe:
     the unique constraint decides, and the loser reads the winner's row.
-    A whole batch costs four statements, however many requests it holds.
+    A whole batch costs four statements, however many requests it holds (three when
+    ``known``, read by ``claim_and_find`` in this transaction, covers its identities).
     """
     fingerprints = [s.fingerprint for s in submissions]
     identities = [(s.payload.channel, s.payload.source_ref) for s in submissions]
-    resolved = await _find_many(conn, identities)
+    resolved = known.copy() if known is not None else await _find_many(conn, identities)
     fresh: dict[tuple[str, str], int] = {}  # identity -> index of its first submission
     for index, identity in enumerate(identities):
         if identity not in resolved and identity not in fresh:
@@ -146,20 +151,32 @@ async def accept_many(
     return outcomes
 
 
-async def _find_many(
-    conn: asyncpg.Connection, identities: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], _Identity]:
-    channels, refs = columns(identities)
-    rows = await conn.fetch(
-        "SELECT r.channel, r.source_ref, r.case_id, r.payload_hash FROM requests r"
-        " JOIN unnest($1::text[], $2::text[]) AS wanted (channel, source_ref)"
-        " USING (channel, source_ref)",
-        channels,
-        refs,
+def _find(first: int) -> str:
+    channels, refs = f"${first}", f"${first + 1}"
+    return (
+        "SELECT r.channel, r.source_ref, r.case_id, r.payload_hash FROM requests r"  # noqa: S608
+        f" JOIN unnest({channels}::text[], {refs}::text[]) AS wanted (channel, source_ref)"
+        " USING (channel, source_ref)"
     )
+
+
+def _known(rows: Iterable[asyncpg.Record]) -> Known:
     return {
         (r["channel"], r["source_ref"]): _Identity(r["case_id"], r["payload_hash"]) for r in rows
     }
+
+
+async def _find_many(conn: asyncpg.Connection, identities: Sequence[tuple[str, str]]) -> Known:
+    return _known(await conn.fetch(_find(1), *columns_of(identities, 2)))
+
+
+async def claim_and_find(
+    conn: asyncpg.Connection, event_ids: list[str], identities: Sequence[tuple[str, str]]
+) -> tuple[set[str], Known]:
+    """Claim a consumer batch's event ids and read what is stored under its requests'
+    identities, in one round trip: the new event ids, and ``known`` for ``accept_many``."""
+    fresh, rows = await claim_and_fetch(conn, event_ids, _find(2), *columns_of(identities, 2))
+    return fresh, _known(rows)
 
 
 async def _insert_requests(

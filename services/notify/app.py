@@ -18,7 +18,7 @@ from services.notify.ingest import Ingest
 from shared.aio import sleep_or_stop
 from shared.apikeys import ApiKeys, ApiKeysError
 from shared.citypack import CityPack, load_pack_or_exit
-from shared.db import TRANSIENT_DB_ERRORS, claim_new_events
+from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import EventType, utcnow
 from shared.kafka import Inbound
 from shared.logs import configure_logging
@@ -103,10 +103,7 @@ class Notify:
 
     async def handle_batch(self, batch: Sequence[Inbound]) -> None:
         async with self.service.pool.acquire() as conn, conn.transaction():
-            fresh = await claim_new_events(conn, [item.event.id for item in batch])
-            queued = await self.ingest.apply(
-                conn, [item for item in batch if item.event.id in fresh], utcnow()
-            )
+            queued = await self.ingest.apply(conn, batch, utcnow())
         if queued:
             self.deliverer.wake.set()
 

@@ -89,20 +89,22 @@ class Ingest:
             ["kind", "outcome"],
         )
 
-    async def apply(self, conn: asyncpg.Connection, items: Sequence[Inbound], now: datetime) -> int:
-        """Queue the deliveries of ``items`` (already claimed as new); returns how many.
+    async def apply(self, conn: asyncpg.Connection, batch: Sequence[Inbound], now: datetime) -> int:
+        """Claim the batch's event ids and queue the deliveries of those new; returns how many.
 
-        The batch's cases are read once and their changes written set-based at the end:
-        a few statements per batch, not two or three round trips per event."""
-        ordered = accepted_first(items)
+        The claim and the read of the batch's cases are one round trip and the writes one
+        more: a few statements per batch, not two or three round trips per event."""
+        fresh, holders, contacts = await store.claim_and_read_facts(
+            conn, [item.event.id for item in batch], [_case_id(item) for item in batch]
+        )
+        ordered = accepted_first([item for item in batch if item.event.id in fresh])
         case_ids = [_case_id(item) for item in ordered]
-        holders, contacts = await store.case_facts(conn, case_ids)
-        batch = BatchFacts(holders=holders, contacts=contacts if self.notices_on else {})
+        facts = BatchFacts(holders=holders, contacts=contacts if self.notices_on else {})
         new: list[store.NewDelivery] = []
         for item, case_id in zip(ordered, case_ids, strict=True):
-            new.extend(self._one(batch, item, case_id, now))
+            new.extend(self._one(facts, item, case_id, now))
         await store.save_ingest(
-            conn, holders=batch.holder_writes, contacts=batch.contact_writes, deliveries=new
+            conn, holders=facts.holder_writes, contacts=facts.contact_writes, deliveries=new
         )
         return len(new)
 

@@ -10,7 +10,7 @@ import asyncpg
 
 from services.notify.domain import Attempt
 from services.notify.notices import Contact
-from shared.db import columns_of, records
+from shared.db import claim_and_fetch, columns_of, records
 from shared.events import Urgency
 
 STATUSES = ("pending", "delivered", "dead")
@@ -41,20 +41,20 @@ class Holders:
 NO_HOLDERS = Holders(None, [], None)
 
 
-async def case_facts(
-    conn: asyncpg.Connection, case_ids: Sequence[str]
-) -> tuple[dict[str, Holders], dict[str, Contact]]:
-    """Who holds each case and how to reach its citizen (for the cases that have them),
-    in one round trip for a batch."""
-    rows = await conn.fetch(
-        """
-        SELECT ids.case_id, h.case_id IS NOT NULL AS held, h.lead, h.cooperating, h.urgency,
-               c.case_id IS NOT NULL AS reachable, c.phone, c.email, c.language
-        FROM unnest($1::text[]) AS ids (case_id)
-        LEFT JOIN case_holders h USING (case_id)
-        LEFT JOIN case_contacts c USING (case_id)""",
-        sorted(set(case_ids)),
-    )
+_CASE_FACTS = """
+    SELECT ids.case_id, h.case_id IS NOT NULL AS held, h.lead, h.cooperating, h.urgency,
+           c.case_id IS NOT NULL AS reachable, c.phone, c.email, c.language
+    FROM unnest($2::text[]) AS ids (case_id)
+    LEFT JOIN case_holders h USING (case_id)
+    LEFT JOIN case_contacts c USING (case_id)"""
+
+
+async def claim_and_read_facts(
+    conn: asyncpg.Connection, event_ids: Sequence[str], case_ids: Sequence[str]
+) -> tuple[set[str], dict[str, Holders], dict[str, Contact]]:
+    """The new among ``event_ids`` (claimed), who holds each case and how to reach its
+    citizen (for the cases that have them): one round trip for a batch."""
+    fresh, rows = await claim_and_fetch(conn, event_ids, _CASE_FACTS, sorted(set(case_ids)))
     holders = {
         row["case_id"]: Holders(
             row["lead"],
@@ -69,7 +69,7 @@ async def case_facts(
         for row in rows
         if row["reachable"]
     }
-    return holders, contacts
+    return fresh, holders, contacts
 
 
 # The batch's holders, contacts and deliveries in one round trip: each round trip waits to

@@ -17,7 +17,6 @@ from services.router import api, domain, store
 from services.router.model_store import ModelError, Trained, default_models_dir, load_or_train
 from shared.apikeys import ApiKeys, ApiKeysError
 from shared.citypack import CityPack, load_pack_or_exit
-from shared.db import claim_new_events
 from shared.events import (
     CaseDispatched,
     CaseReturned,
@@ -89,15 +88,20 @@ class Router:
     # --- consuming ---------------------------------------------------------------------
 
     async def handle_batch(self, batch: Sequence[Inbound]) -> None:
-        """Route a batch in one transaction: the new cases saved with one statement, the
+        """Route a batch in one transaction: the claim and the new cases in one statement, the
         decisions written together at the end (returns and triage, rare, one by one)."""
         done: list[tuple[str, str, domain.Outcome]] = []
         async with self.service.pool.acquire() as conn, conn.transaction():
-            fresh = await claim_new_events(conn, [item.event.id for item in batch])
-            items = [item for item in batch if item.event.id in fresh]
-            unseen = await store.save_cases(
-                conn, [item.payload for item in items if isinstance(item.payload, CitizenRequest)]
+            fresh, unseen = await store.claim_and_save_cases(
+                conn,
+                [item.event.id for item in batch],
+                [
+                    (item.event.id, item.payload)
+                    for item in batch
+                    if isinstance(item.payload, CitizenRequest)
+                ],
             )
+            items = [item for item in batch if item.event.id in fresh]
             decisions: list[tuple[Any, ...]] = []
             messages: list[Message] = []
             for item in items:

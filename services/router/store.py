@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from services.router.domain import Decision, Triage, request_text
-from shared.db import records
+from shared.db import CLAIM_EVENTS, records
 from shared.events import CitizenRequest, CloudEvent, Jurisdiction
 from shared.outbox import notify_channel, outbox_columns, outbox_insert
 
@@ -21,22 +21,32 @@ class CaseState:
     excluded: frozenset[str]
 
 
-async def save_cases(conn: asyncpg.Connection, requests: list[CitizenRequest]) -> set[str]:
-    """Remember the requests (for re-routing); returns the case ids not known before."""
-    if not requests:
-        return set()
-    inserted = await conn.fetch(
-        """
-        INSERT INTO cases (case_id, request, received_at)
-        SELECT case_id, request::jsonb, received_at
-        FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS r(case_id, request, received_at)
-        ON CONFLICT (case_id) DO NOTHING
-        RETURNING case_id""",
-        [r.case_id for r in requests],
-        [r.model_dump_json() for r in requests],
-        [r.received_at for r in requests],
+async def claim_and_save_cases(
+    conn: asyncpg.Connection, event_ids: list[str], requests: list[tuple[str, CitizenRequest]]
+) -> tuple[set[str], set[str]]:
+    """Claim ``event_ids`` and remember the requests (event id, request) of those new, for
+    re-routing, in one round trip. Returns the new event ids and the case ids not known
+    before."""
+    row = await conn.fetchrow(
+        f"""
+        WITH fresh AS ({CLAIM_EVENTS}), saved AS (
+            INSERT INTO cases (case_id, request, received_at)
+            SELECT r.case_id, r.request::jsonb, r.received_at
+            FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[])
+                 AS r (event_id, case_id, request, received_at)
+            JOIN fresh USING (event_id)
+            ON CONFLICT (case_id) DO NOTHING
+            RETURNING case_id
+        )
+        SELECT (SELECT array_agg(event_id) FROM fresh) AS claimed,
+               (SELECT array_agg(case_id) FROM saved) AS saved""",  # noqa: S608
+        event_ids,
+        [event_id for event_id, _ in requests],
+        [r.case_id for _, r in requests],
+        [r.model_dump_json() for _, r in requests],
+        [r.received_at for _, r in requests],
     )
-    return {row["case_id"] for row in inserted}
+    return set(row["claimed"] or ()), set(row["saved"] or ())
 
 
 async def lock_case(conn: asyncpg.Connection, case_id: str) -> CaseState | None:

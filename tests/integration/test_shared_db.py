@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared.db import MigrationError, claim_new_events, connect_pool, migrate
+from shared.db import MigrationError, claim_and_fetch, claim_new_events, connect_pool, migrate
 
 
 def write(directory: Path, name: str, sql: str) -> None:
@@ -95,6 +95,28 @@ async def test_inbox_reports_each_event_id_new_only_once(database_url: str) -> N
             await transaction.rollback()  # a crash before commit
             async with conn.transaction():
                 assert await claim_new_events(conn, ["d"]) == {"d"}
+    finally:
+        await pool.close()
+
+
+async def test_a_claim_with_its_read_reports_new_ids_and_the_rows_found_or_none(
+    database_url: str,
+) -> None:
+    pool = await connect_pool(database_url, "svc")
+    try:
+        await migrate(pool, "svc", None)
+        read = "SELECT event_id AS seen FROM processed_events WHERE event_id = ANY($2::text[])"
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                fresh, rows = await claim_and_fetch(conn, ["a", "b", "b"], read, ["x"])
+            assert (fresh, rows) == ({"a", "b"}, [])  # nothing read: the claim still counts
+            async with conn.transaction():
+                fresh, rows = await claim_and_fetch(conn, ["b", "c"], read, ["a", "b", "z"])
+            assert fresh == {"c"}
+            assert sorted(row["seen"] for row in rows) == ["a", "b"]
+            async with conn.transaction():
+                fresh, rows = await claim_and_fetch(conn, ["c"], read, ["c"])
+            assert (fresh, [row["seen"] for row in rows]) == (set(), ["c"])
     finally:
         await pool.close()
 
