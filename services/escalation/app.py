@@ -37,7 +37,6 @@ from shared.events import (
 from shared.kafka import Inbound
 from shared.logs import configure_logging
 from shared.metrics import Metrics
-from shared.outbox import enqueue
 from shared.secretstore import load_secrets_or_exit
 from shared.service import Service, run_service
 from shared.settings import CommonSettings, load_settings
@@ -505,15 +504,13 @@ class Escalation:
         The batch is written with a handful of set-based statements, not a few per timer: a
         burst of thousands of timers due in one second must not wait on round trips.
         """
-        breached: list[tuple[str, str]] = []
         lateness: list[float] = []
         async with self.pool.acquire() as conn, conn.transaction():
             timers = await store.claim_due_timers(conn, self.settings.timer_batch)
             if not timers:
                 return 0
             now = utcnow()
-            await store.delete_timers(conn, [t["timer_id"] for t in timers])
-            live: list[tuple[Case, Clock, ladder.TimerSpec, datetime]] = []
+            due: list[tuple[Case, Clock, ladder.TimerSpec, datetime]] = []
             for timer in timers:
                 case = store.case_from_row(timer)
                 clock = Clock(timer["clock"])
@@ -522,14 +519,8 @@ class Escalation:
                     continue  # the clock stopped or moved: this timer is stale
                 spec = ladder.TimerSpec(timer["timer_level"], timer["repeat"], timer["due_at"])
                 lateness.append(max(0.0, (now - spec.due_at).total_seconds()))
-                if spec.level == ladder.BREACH:
-                    if await store.record_breach(
-                        conn, case.case_id, case.lead, clock.value, deadline, now
-                    ):
-                        breached.append((case.lead, clock.value))
-                    continue
-                live.append((case, clock, spec, deadline))
-            fired = await self._escalate(conn, live, now)
+                due.append((case, clock, spec, deadline))
+            breached, fired = await self._fire(conn, due, now)
         for seconds in lateness:
             self.lateness.observe(seconds)
         for department, clock_name in breached:
@@ -549,21 +540,30 @@ class Escalation:
             )
         return len(timers)
 
-    async def _escalate(
+    async def _fire(
         self,
         conn: asyncpg.Connection,
-        live: list[tuple[Case, Clock, ladder.TimerSpec, datetime]],
+        due: list[tuple[Case, Clock, ladder.TimerSpec, datetime]],
         now: datetime,
-    ) -> list[tuple[str, str, int, str]]:
-        """Record, announce and re-arm the escalations of live timers not fired before.
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str, int, str]]]:
+        """Record the breaches and escalations of live timers not fired before; announce and
+        re-arm the escalations. Two statements for the whole batch. Returns the breaches
+        (department, clock) and the escalations (case, department, level, clock) recorded.
 
         The escalations row is also the firing's entry in the case's history: no timeline
         row is written for it.
         """
+        breaches = [
+            (case.case_id, clock.value, deadline, case.lead or "", now)
+            for case, clock, spec, deadline in due
+            if spec.level == ladder.BREACH
+        ]
+        live = [timer for timer in due if timer[2].level != ladder.BREACH]
         sla_ladder = self.pack.sla.ladder
         targets = {spec.level: ladder.targets_of(sla_ladder, spec.level) for _, _, spec, _ in live}
-        recorded = await store.record_escalations(
+        recorded_breaches, recorded = await store.record_firings(
             conn,
+            breaches,
             [
                 (
                     case.case_id,
@@ -579,6 +579,11 @@ class Escalation:
                 for case, clock, spec, deadline in live
             ],
         )
+        breached = [
+            (department, clock)
+            for case_id, clock, deadline, department, _ in breaches
+            if (case_id, clock, deadline) in recorded_breaches
+        ]
         fired: list[tuple[str, str, int, str]] = []
         messages = []
         levels: dict[str, int] = {}
@@ -604,10 +609,8 @@ class Escalation:
             if following is not None:
                 rearm.append((case.case_id, clock, deadline, following))
             fired.append((case.case_id, case.lead, spec.level, clock.value))
-        await store.raise_levels(conn, levels)
-        await store.arm_many(conn, rearm)
-        await enqueue(conn, self.schema, messages)
-        return fired
+        await store.announce_firings(conn, self.schema, levels, rearm, messages)
+        return breached, fired
 
     # --- gauges --------------------------------------------------------------------------------
 

@@ -339,7 +339,7 @@ def _escalation_entry(case_id: str, row: asyncpg.Record) -> dict[str, Any]:
 # (seen at 8,000 cases: 12-14 ms a claim, eight claims a second from an idle replica's two
 # loops, growing with the cases until the planner changed its mind). Locks and skips are as
 # before: a timer is claimed only with its case, and neither is waited for.
-CLAIM_DUE_TIMERS = """
+_DUE_TIMERS = """
     SELECT t.id AS timer_id, t.clock, t.level AS timer_level, t.repeat, t.deadline,
            t.due_at, c.*
     FROM timers t
@@ -349,14 +349,18 @@ CLAIM_DUE_TIMERS = """
     LIMIT $1
     FOR UPDATE OF t, c SKIP LOCKED"""
 
+# The claimed timers are deleted by the same statement: one round trip, and a timer fires
+# in the transaction that claimed it or, rolled back, stays armed.
+CLAIM_DUE_TIMERS = f"""
+    WITH claimed AS ({_DUE_TIMERS}
+    ), fired AS (DELETE FROM timers WHERE id IN (SELECT timer_id FROM claimed))
+    SELECT * FROM claimed"""  # noqa: S608
+
 
 async def claim_due_timers(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
-    """Due timers with their case, both locked; rows another transaction holds are skipped."""
+    """Due timers with their case, both locked, the timers deleted; rows another transaction
+    holds are skipped."""
     return await conn.fetch(CLAIM_DUE_TIMERS, limit)
-
-
-async def delete_timers(conn: asyncpg.Connection, ids: list[int]) -> None:
-    await conn.execute("DELETE FROM timers WHERE id = ANY($1::bigint[])", ids)
 
 
 async def next_due(conn: asyncpg.Connection) -> datetime | None:
@@ -366,50 +370,99 @@ async def next_due(conn: asyncpg.Connection) -> datetime | None:
     return await conn.fetchval("SELECT min(due_at) FROM timers WHERE due_at > now()")
 
 
-async def record_escalations(
-    conn: asyncpg.Connection,
-    rows: list[tuple[str, str, datetime, int, int, datetime, datetime, str, list[str]]],
-) -> set[tuple[str, str, datetime, int, int]]:
-    """Insert (case, clock, deadline, level, repeat, due, fired, department, targets) rows
-    at once; each is also the firing's entry in the case's history (``timeline``).
+Breach = tuple[str, str, datetime, str, datetime]
+"""(case, clock, deadline, department, breached at) of a clock that passed unmet."""
+Escalation = tuple[str, str, datetime, int, int, datetime, datetime, str, list[str]]
+"""(case, clock, deadline, level, repeat, due, fired, department, targets) of a firing."""
 
-    Returns the (case, clock, deadline, level, repeat) keys actually inserted: a timer whose
-    escalation is already recorded fired before and must not fire again.
+
+async def record_firings(
+    conn: asyncpg.Connection, breaches: list[Breach], escalations: list[Escalation]
+) -> tuple[set[tuple[str, str, datetime]], set[tuple[str, str, datetime, int, int]]]:
+    """Insert the breaches and the escalations, in one statement; each escalations row is
+    also the firing's entry in the case's history (``timeline``).
+
+    Returns the keys actually inserted, (case, clock, deadline) of the breaches and
+    (case, clock, deadline, level, repeat) of the escalations: a timer whose firing is
+    already recorded fired before and must not fire again.
     """
-    if not rows:
-        return set()
+    if not (breaches or escalations):
+        return set(), set()
     # A text[][] parameter must be rectangular, so each row's targets travel as one string:
     # the city pack admits no comma in a target's name.
-    *fields, targets = columns(rows)
-    inserted = await conn.fetch(
+    *fields, targets = columns_of(escalations, 9)
+    rows = await conn.fetch(
         """
-        INSERT INTO escalations (case_id, clock, deadline, level, repeat, due_at, fired_at,
-                                 department, targets)
-        SELECT case_id, clock, deadline, level, repeat, due_at, fired_at, department,
-               string_to_array(targets, ',')
-        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[], $5::int[],
-                    $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[])
-             AS r (case_id, clock, deadline, level, repeat, due_at, fired_at, department,
-                   targets)
-        ON CONFLICT DO NOTHING
-        RETURNING case_id, clock, deadline, level, repeat""",
+        WITH breached AS (
+            INSERT INTO breaches (case_id, clock, deadline, department, breached_at)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[],
+                                 $5::timestamptz[])
+            ON CONFLICT DO NOTHING
+            RETURNING case_id, clock, deadline
+        ), escalated AS (
+            INSERT INTO escalations (case_id, clock, deadline, level, repeat, due_at, fired_at,
+                                     department, targets)
+            SELECT case_id, clock, deadline, level, repeat, due_at, fired_at, department,
+                   string_to_array(targets, ',')
+            FROM unnest($6::text[], $7::text[], $8::timestamptz[], $9::int[], $10::int[],
+                        $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[])
+                 AS r (case_id, clock, deadline, level, repeat, due_at, fired_at, department,
+                       targets)
+            ON CONFLICT DO NOTHING
+            RETURNING case_id, clock, deadline, level, repeat
+        )
+        SELECT case_id, clock, deadline, NULL::int AS level, NULL::int AS repeat FROM breached
+        UNION ALL
+        SELECT case_id, clock, deadline, level, repeat FROM escalated""",
+        *columns_of(breaches, 5),
         *fields,
         [",".join(names) for names in targets],
     )
-    return {(r["case_id"], r["clock"], r["deadline"], r["level"], r["repeat"]) for r in inserted}
+    return (
+        {(r["case_id"], r["clock"], r["deadline"]) for r in rows if r["level"] is None},
+        {
+            (r["case_id"], r["clock"], r["deadline"], r["level"], r["repeat"])
+            for r in rows
+            if r["level"] is not None
+        },
+    )
 
 
-async def raise_levels(conn: asyncpg.Connection, levels: dict[str, int]) -> None:
-    """raise_level for many cases in one statement."""
-    if not levels:
+async def announce_firings(
+    conn: asyncpg.Connection,
+    schema: str,
+    levels: dict[str, int],
+    rearm: list[tuple[str, Clock, datetime, TimerSpec]],
+    events: list[tuple[str, str | None, CloudEvent]],
+) -> None:
+    """After firings: raise each case's level to at least ``levels``, arm the next timers
+    (case, clock, deadline, timer) and queue the events, in one statement."""
+    if not (levels or rearm or events):
         return
     await conn.execute(
-        """
-        UPDATE cases SET level = greatest(cases.level, raised.level), updated_at = now()
-        FROM unnest($1::text[], $2::int[]) AS raised(case_id, level)
-        WHERE cases.case_id = raised.case_id""",
+        f"""
+        WITH raised AS (
+            UPDATE cases SET level = greatest(cases.level, raised.level), updated_at = now()
+            FROM unnest($1::text[], $2::int[]) AS raised (case_id, level)
+            WHERE cases.case_id = raised.case_id
+        ), armed AS (
+            INSERT INTO timers (case_id, clock, level, repeat, deadline, due_at)
+            SELECT * FROM unnest($3::text[], $4::text[], $5::int[], $6::int[],
+                                 $7::timestamptz[], $8::timestamptz[])
+            ON CONFLICT (case_id, clock, deadline, level, repeat) DO NOTHING
+        ), queued AS ({outbox_insert(9)})
+        SELECT pg_notify($12, '') WHERE EXISTS (SELECT 1 FROM queued)""",  # noqa: S608
         list(levels),
         list(levels.values()),
+        *columns_of(
+            [
+                (case_id, clock.value, t.level, t.repeat, deadline, t.due_at)
+                for case_id, clock, deadline, t in rearm
+            ],
+            6,
+        ),
+        *outbox_columns(events),
+        notify_channel(schema),
     )
 
 
@@ -424,46 +477,6 @@ async def append_timelines(
     """
     if entries:
         await conn.execute(_timeline_insert(1), *columns(entries))
-
-
-async def arm_many(
-    conn: asyncpg.Connection, timers: list[tuple[str, Clock, datetime, TimerSpec]]
-) -> None:
-    """arm for many cases: (case_id, clock, deadline, timer), in one statement."""
-    if timers:
-        await conn.execute(
-            """
-            INSERT INTO timers (case_id, clock, level, repeat, deadline, due_at)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[],
-                                 $5::timestamptz[], $6::timestamptz[])
-            ON CONFLICT (case_id, clock, deadline, level, repeat) DO NOTHING""",
-            *columns(
-                [
-                    (case_id, clock.value, t.level, t.repeat, deadline, t.due_at)
-                    for case_id, clock, deadline, t in timers
-                ]
-            ),
-        )
-
-
-async def record_breach(
-    conn: asyncpg.Connection,
-    case_id: str,
-    department: str,
-    clock: str,
-    deadline: datetime,
-    at: datetime,
-) -> bool:
-    inserted = await conn.fetchval(
-        "INSERT INTO breaches (case_id, clock, deadline, department, breached_at)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
-        case_id,
-        clock,
-        deadline,
-        department,
-        at,
-    )
-    return bool(inserted)
 
 
 # --- callbacks -----------------------------------------------------------------------------
