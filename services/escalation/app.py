@@ -388,8 +388,8 @@ class Escalation:
 
     async def _act_batch(self, requests: list[ActionRequest]) -> list[Answer | Exception]:
         """Decide every request on its case, in arrival order, and write what changed in
-        one transaction: a claim of the webhook-ids, one locked read of the cases, the
-        set-based writes and the stored answers."""
+        one transaction: a claim of the webhook-ids, one locked read of the cases, and one
+        statement for the writes and the stored answers."""
         results: list[Answer | Exception] = []
         applied: list[tuple[ActionRequest, Outcome]] = []
         async with self.pool.acquire() as conn, conn.transaction():
@@ -420,19 +420,15 @@ class Escalation:
                 results.append(result)
                 if callback is not None:
                     answered[callback[0]] = (callback[2], result)
-            await store.forget_callbacks(
-                conn,
-                [webhook_id for webhook_id, (_, r) in answered.items() if isinstance(r, Exception)],
+            changes.refused.extend(
+                webhook_id for webhook_id, (_, r) in answered.items() if isinstance(r, Exception)
+            )
+            changes.answers.extend(
+                (webhook_id, r.status, r.body)
+                for webhook_id, (_, r) in answered.items()
+                if isinstance(r, Answer)
             )
             await store.write_changes(conn, self.schema, changes)
-            await store.store_answers(
-                conn,
-                [
-                    (webhook_id, r.status, r.body)
-                    for webhook_id, (_, r) in answered.items()
-                    if isinstance(r, Answer)
-                ],
-            )
         for request, outcome in applied:
             self.transitions.labels(
                 request.action, "accepted" if outcome.changed else "repeat"

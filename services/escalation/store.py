@@ -172,6 +172,8 @@ class Changes:
 
     A case changed twice keeps its last state; each (case, attempt) assignment and each
     (case, clock) keeps its last value; timeline entries and events keep their order.
+    ``answers`` (webhook-id, status, answer) are kept for the callbacks' repeats;
+    ``refused`` callbacks changed nothing and are forgotten, so the same one may come again.
     """
 
     cases: dict[str, Case] = field(default_factory=dict)
@@ -183,6 +185,8 @@ class Changes:
         default_factory=list
     )
     events: list[tuple[str, str | None, CloudEvent]] = field(default_factory=list)
+    answers: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
 
     def save(self, case: Case) -> None:
         self.cases[case.case_id] = case
@@ -248,7 +252,13 @@ def _write_changes_sql() -> str:
             ON CONFLICT (case_id, clock, deadline, level, repeat)
             DO UPDATE SET due_at = EXCLUDED.due_at WHERE timers.due_at <> EXCLUDED.due_at
         ), written AS ({_timeline_insert(11)}
-        ), queued AS ({outbox_insert(17)})
+        ), queued AS ({outbox_insert(17)}
+        ), forgotten AS (DELETE FROM callbacks WHERE webhook_id = ANY($21::text[])
+        ), answered AS (
+            UPDATE callbacks SET status = a.status, answer = a.answer
+            FROM unnest($22::text[], $23::int[], $24::jsonb[]) AS a (webhook_id, status, answer)
+            WHERE callbacks.webhook_id = a.webhook_id
+        )
         SELECT pg_notify($20, '') WHERE EXISTS (SELECT 1 FROM queued)"""  # noqa: S608
 
 
@@ -258,7 +268,14 @@ _WRITE_CHANGES = _write_changes_sql()
 async def write_changes(conn: asyncpg.Connection, schema: str, changes: Changes) -> None:
     """One round trip for the whole set, whatever its size: on a busy machine each round
     trip waits to be scheduled, and a statement per table kept the consumer behind."""
-    if not (changes.cases or changes.clocks or changes.timeline or changes.events):
+    if not (
+        changes.cases
+        or changes.clocks
+        or changes.timeline
+        or changes.events
+        or changes.answers
+        or changes.refused
+    ):
         return
     armed = [
         (case_id, clock.value, timer.level, timer.repeat, deadline, timer.due_at)
@@ -280,6 +297,8 @@ async def write_changes(conn: asyncpg.Connection, schema: str, changes: Changes)
         *columns_of(changes.timeline, 6),
         *outbox_columns(changes.events),
         notify_channel(schema),
+        changes.refused,
+        *columns_of(changes.answers, 3),
     )
 
 
@@ -522,22 +541,6 @@ async def claim_callbacks(
         seen,
     )
     return {row["webhook_id"]: row for row in rows}
-
-
-async def forget_callbacks(conn: asyncpg.Connection, webhook_ids: list[str]) -> None:
-    """Unregister callbacks that changed nothing (refused): the same one may come again."""
-    if webhook_ids:
-        await conn.execute("DELETE FROM callbacks WHERE webhook_id = ANY($1::text[])", webhook_ids)
-
-
-async def store_answers(
-    conn: asyncpg.Connection, answers: list[tuple[str, int, dict[str, Any]]]
-) -> None:
-    """(webhook-id, status, answer) of each callback applied: a repeat gets the same."""
-    if answers:
-        await conn.executemany(
-            "UPDATE callbacks SET status = $2, answer = $3 WHERE webhook_id = $1", answers
-        )
 
 
 # --- reports -------------------------------------------------------------------------------
