@@ -126,14 +126,13 @@ async def accept_many(
             case_id = format_case_id(number, s.received_at)
             request = to_citizen_request(s.payload, case_id=case_id, received_at=s.received_at)
             candidates[identity] = _Identity(case_id, fingerprints[index], True, request)
-        stored = await _insert_requests(conn, candidates)
+        stored = await _insert_requests(
+            conn, {i: (c, submissions[fresh[i]]) for i, c in candidates.items()}
+        )
         lost_races = [identity for identity, c in candidates.items() if c.case_id not in stored]
         resolved |= {i: c for i, c in candidates.items() if c.case_id in stored}
         if lost_races:  # a concurrent delivery of the same request committed first
             resolved |= await _find_many(conn, lost_races)
-        await _insert_statuses(
-            conn, [(c, submissions[fresh[i]]) for i, c in candidates.items() if c.case_id in stored]
-        )
     outcomes: list[Acceptance] = []
     first_seen: set[tuple[str, str]] = set()
     for identity, fingerprint in zip(identities, fingerprints, strict=True):
@@ -180,49 +179,47 @@ async def claim_and_find(
 
 
 async def _insert_requests(
-    conn: asyncpg.Connection, candidates: dict[tuple[str, str], _Identity]
+    conn: asyncpg.Connection, candidates: dict[tuple[str, str], tuple[_Identity, Submission]]
 ) -> set[str]:
-    """Insert the new requests; return the case ids stored (those not beaten to it)."""
+    """Insert the new requests, and the public status of each one stored; return the case
+    ids stored (those not beaten to it). One statement."""
     # In identity order: two batches sharing requests wait for each other in the same order.
     rows = sorted(
-        ((identity, c, c.request) for identity, c in candidates.items() if c.request),
+        ((identity, c, c.request, s) for identity, (c, s) in candidates.items() if c.request),
         key=lambda row: row[0],
     )
     stored = await conn.fetch(
         """
-        INSERT INTO requests
-            (case_id, channel, source_ref, payload_hash, request, received_at, requested_at)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[],
-                             $6::timestamptz[], $7::timestamptz[])
-        ON CONFLICT (channel, source_ref) DO NOTHING
-        RETURNING case_id""",
-        [c.case_id for _, c, _ in rows],
-        [channel for (channel, _), _, _ in rows],
-        [ref for (_, ref), _, _ in rows],
-        [c.fingerprint for _, c, _ in rows],
-        [r.model_dump(mode="json") for _, _, r in rows],
-        [r.received_at for _, _, r in rows],
-        [r.submitted_at or r.received_at for _, _, r in rows],
+        WITH stored AS (
+            INSERT INTO requests
+                (case_id, channel, source_ref, payload_hash, request, received_at, requested_at)
+            SELECT case_id, channel, source_ref, payload_hash, request, received_at, requested_at
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[],
+                        $6::timestamptz[], $7::timestamptz[])
+                 AS r (case_id, channel, source_ref, payload_hash, request, received_at,
+                       requested_at)
+            ON CONFLICT (channel, source_ref) DO NOTHING
+            RETURNING case_id
+        ), statuses AS (
+            INSERT INTO case_status (case_id, state, category, updated_at)
+            SELECT s.case_id, $8, s.category, s.updated_at
+            FROM unnest($1::text[], $9::text[], $6::timestamptz[]) AS s (case_id, category,
+                                                                         updated_at)
+            JOIN stored USING (case_id)
+            ON CONFLICT (case_id) DO NOTHING
+        )
+        SELECT case_id FROM stored""",
+        [c.case_id for _, c, _, _ in rows],
+        [channel for (channel, _), _, _, _ in rows],
+        [ref for (_, ref), _, _, _ in rows],
+        [c.fingerprint for _, c, _, _ in rows],
+        [r.model_dump(mode="json") for _, _, r, _ in rows],
+        [r.received_at for _, _, r, _ in rows],
+        [r.submitted_at or r.received_at for _, _, r, _ in rows],
+        RECEIVED,
+        [s.category for _, _, _, s in rows],
     )
     return {row["case_id"] for row in stored}
-
-
-async def _insert_statuses(
-    conn: asyncpg.Connection, accepted: Sequence[tuple[_Identity, Submission]]
-) -> None:
-    if not accepted:
-        return
-    await conn.execute(
-        """
-        INSERT INTO case_status (case_id, state, category, updated_at)
-        SELECT case_id, $2, category, updated_at
-        FROM unnest($1::text[], $3::text[], $4::timestamptz[]) AS s (case_id, category, updated_at)
-        ON CONFLICT (case_id) DO NOTHING""",
-        [c.case_id for c, _ in accepted],
-        RECEIVED,
-        [s.category for _, s in accepted],
-        [s.received_at for _, s in accepted],
-    )
 
 
 async def apply_changes(conn: asyncpg.Connection, changes: list[tuple[str, Change]]) -> None:
