@@ -215,7 +215,13 @@ async def claim_and_fetch(
 ) -> tuple[set[str], list[asyncpg.Record]]:
     """``claim_new_events`` and a read the batch needs, in one round trip: ``query`` takes
     its parameters from $2 and may lock (FOR UPDATE). Each round trip waits to be scheduled
-    on a busy machine, and this one starts every consumer batch."""
+    on a busy machine, and this one starts every consumer batch.
+
+    The two share one snapshot (the read does not see the ids claimed here), and which of
+    them takes its locks first is the planner's choice. Two consumers hold the same events
+    at once only when one of them is a zombie past its session; should their claims and
+    locks then cross, PostgreSQL breaks the deadlock and the batch is retried as any
+    transient database error is."""
     rows = await conn.fetch(
         f"""
         WITH fresh AS ({CLAIM_EVENTS})

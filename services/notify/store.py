@@ -74,7 +74,8 @@ async def claim_and_read_facts(
 
 # The batch's holders, contacts and deliveries in one round trip: each round trip waits to
 # be scheduled on a busy machine, and the consumer is on every request's path. Each WITH
-# clause writes its own table, so their running in no set order does not matter.
+# clause writes its own table, so their running in no set order does not matter; rows go
+# in case order, so two replicas writing the same cases never deadlock.
 _SAVE_INGEST = """
     WITH contacts AS (
         INSERT INTO case_contacts (case_id, phone, email, language)
@@ -118,13 +119,14 @@ async def save_ingest(
     await conn.execute(
         _SAVE_INGEST,
         *columns_of(
-            [(case_id, c.phone, c.email, c.language) for case_id, c in contacts.items()], 4
+            [(case_id, c.phone, c.email, c.language) for case_id, c in sorted(contacts.items())],
+            4,
         ),
         records(
             "case_id, lead, cooperating, urgency",
             [
                 (case_id, h.lead, h.cooperating, h.urgency.value if h.urgency else None)
-                for case_id, h in holders.items()
+                for case_id, h in sorted(holders.items())
             ],
         ),
         *columns_of(
