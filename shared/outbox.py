@@ -125,9 +125,11 @@ class OutboxRelay:
             self._active.set(1)
             await conn.add_listener(notify_channel(self._schema), self._on_notify)
             while not stop.is_set():
+                # Cleared before the read, not after: a NOTIFY arriving while a batch is
+                # relayed is for rows committed after its read, and must end the wait below.
+                self._wake.clear()
                 relayed = await self._relay_batch(conn)
                 if relayed < self._batch_size:
-                    self._wake.clear()
                     if relayed == 0:
                         self._age.set(0)
                     await wait_any([stop, self._wake], self._idle_poll)

@@ -150,6 +150,10 @@ class Deliverer:
             with contextlib.suppress(*TRANSIENT_DB_ERRORS):
                 await self.refresh_gauges()  # learns endpoints the queue holds beyond the pack
             while not stop.is_set():
+                # Cleared before the lease, not after: a wake-up while it runs (a batch
+                # committed after its snapshot) must end the wait below at once, not be
+                # lost until the next poll.
+                self.wake.clear()
                 leased = 0
                 try:
                     leased = await self.lease_and_send()
@@ -157,7 +161,6 @@ class Deliverer:
                     log.warning("delivery loop: database unavailable", error=repr(error))
                 if leased:
                     continue
-                self.wake.clear()
                 await wait_any([stop, self.wake], self.settings.poll_seconds)
         finally:
             await self.drain()

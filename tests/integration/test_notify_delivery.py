@@ -4,7 +4,10 @@ answer slowly, fail with 500 then recover, throttle with 429 + Retry-After, answ
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from services.notify import store
 from services.notify.breaker import State
@@ -364,3 +367,31 @@ async def test_a_kept_alive_connection_the_endpoint_closed_is_resent_at_once_on_
             assert notify.deliverer.breaker("water_bureau").state is State.CLOSED
     finally:
         await endpoint.stop()
+
+
+async def test_an_event_queued_while_a_lease_runs_is_sent_without_waiting_for_the_poll(
+    database_url: str, city_pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer wakes the delivery loop after its commit; when that lands while a lease
+    is under way (after the lease's snapshot), the wake-up must not be lost until the next
+    poll, here 30 s."""
+    case_id = new_case_id()
+    patient = replace(fast_policy(), poll_seconds=30.0)
+    async with notify_serving(database_url, city_pack, delivery=patient) as (notify, server):
+        real_lease = store.lease_due
+        queued = asyncio.Event()
+
+        async def lease_then_queue(conn, **how):  # type: ignore[no-untyped-def]
+            rows = await real_lease(conn, **how)
+            if not rows and not queued.is_set():
+                queued.set()
+                await notify.publish(dispatched(case_id, "water_bureau"))  # commits, wakes
+            return rows
+
+        monkeypatch.setattr(store, "lease_due", lease_then_queue)
+        notify.deliverer.wake.set()  # a lease now, whatever the loop was doing
+        await eventually(queued.is_set, timeout=10, message="queued during a lease")
+        await eventually(
+            lambda: server.of("water_bureau"), timeout=10, message="sent before the next poll"
+        )
+        assert server.of("water_bureau")[0].case_id == case_id

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import asyncpg
 import pytest
@@ -34,6 +35,7 @@ from shared.kafka import (
     ConsumerRuntime,
     DeadLetters,
     Inbound,
+    Message,
     Publisher,
     RenewingProducer,
     make_producer,
@@ -369,6 +371,70 @@ async def test_outbox_relay_publishes_in_order_and_empties_the_outbox(
         await producer.stop()
     published = [decode(v) for v in await read_all(infra, topic, 120)]
     assert [e.id for e in published] == [e.id for e in events]  # once each, in order
+
+
+async def test_rows_committed_while_the_relay_publishes_are_relayed_without_waiting_for_the_poll(
+    infra: Infra, topics: TopicNames, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """A NOTIFY that arrives while a batch is published is for rows its read did not see:
+    the relay must read again at once, not after its idle poll (here 30 s)."""
+    topic = topics(Topic.CASE_EVENTS)
+    first = await enqueue_signed(pool, topic, 1)
+    producer = RenewingProducer(
+        lambda: make_producer(infra.bootstrap, idempotent=infra.idempotent, client_id="relay"),
+        "relay",
+        Metrics("test", registry=CollectorRegistry()),
+    )
+
+    class CommitWhilePublishing:
+        """The relay's producer; while it publishes the first batch, one more event is
+        committed and its NOTIFY given time to reach the relay."""
+
+        def __init__(self) -> None:
+            self.later: list[CloudEvent] = []
+
+        async def send_many(self, messages: Sequence[Message]) -> list[asyncio.Future[Any]]:
+            futures = await producer.send_many(messages)
+            if not self.later:
+                self.later = await enqueue_signed(pool, topic, 1)
+                await asyncio.sleep(0.5)
+            return futures
+
+        async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None):  # type: ignore[no-untyped-def]
+            return await producer.send(topic, value, key)
+
+        async def send_and_wait(
+            self, topic: str, value: bytes | None = None, key: bytes | None = None
+        ):  # type: ignore[no-untyped-def]
+            return await producer.send_and_wait(topic, value, key)
+
+    publisher = CommitWhilePublishing()
+    relay = OutboxRelay(
+        dsn=database_url,
+        schema="svc",
+        producer=publisher,
+        metrics=Metrics("test", registry=CollectorRegistry()),
+        idle_poll_seconds=30.0,
+    )
+    await producer.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+
+        async def drained() -> bool:
+            async with pool.acquire() as conn:
+                return (
+                    bool(publisher.later)
+                    and await conn.fetchval("SELECT count(*) FROM outbox") == 0
+                )
+
+        await eventually(drained, timeout=10, message="the later row relayed before the poll")
+    finally:
+        stop.set()
+        await task
+        await producer.stop()
+    published = [decode(v).id for v in await read_all(infra, topic, 2)]
+    assert published == [first[0].id, publisher.later[0].id]
 
 
 async def test_a_batch_of_messages_lands_where_single_sends_land_in_the_order_given(
