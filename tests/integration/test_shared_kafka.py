@@ -327,6 +327,15 @@ async def enqueue_signed(pool: asyncpg.Pool, topic: str, count: int) -> list[Clo
     return events
 
 
+def relay_producer(infra: Infra) -> RenewingProducer:
+    """The producer a service's relay uses, on the broker under test."""
+    return RenewingProducer(
+        lambda: make_producer(infra.bootstrap, idempotent=infra.idempotent, client_id="relay"),
+        "relay",
+        Metrics("test", registry=CollectorRegistry()),
+    )
+
+
 async def relay_until_drained(
     database_url: str, pool: asyncpg.Pool, producer: Publisher, replicas: int = 1
 ) -> None:
@@ -359,11 +368,7 @@ async def test_outbox_relay_publishes_in_order_and_empties_the_outbox(
 ) -> None:
     topic = topics(Topic.CASE_EVENTS)
     events = await enqueue_signed(pool, topic, 120)
-    producer = RenewingProducer(
-        lambda: make_producer(infra.bootstrap, idempotent=infra.idempotent, client_id="relay"),
-        "relay",
-        Metrics("test", registry=CollectorRegistry()),
-    )
+    producer = relay_producer(infra)
     await producer.start()
     try:
         await relay_until_drained(database_url, pool, producer, replicas=2)
@@ -380,11 +385,7 @@ async def test_rows_committed_while_the_relay_publishes_are_relayed_without_wait
     the relay must read again at once, not after its idle poll (here 30 s)."""
     topic = topics(Topic.CASE_EVENTS)
     first = await enqueue_signed(pool, topic, 1)
-    producer = RenewingProducer(
-        lambda: make_producer(infra.bootstrap, idempotent=infra.idempotent, client_id="relay"),
-        "relay",
-        Metrics("test", registry=CollectorRegistry()),
-    )
+    producer = relay_producer(infra)
 
     class CommitWhilePublishing:
         """The relay's producer; while it publishes the first batch, one more event is
