@@ -12,7 +12,7 @@ import asyncpg
 
 from services.escalation.ladder import TimerSpec
 from services.escalation.lifecycle import HELD, Case, Extension, State
-from shared.db import claim_and_fetch, columns, columns_of, records
+from shared.db import claim_and_fetch, columns_of, records
 from shared.events import CaseEscalated, Clock, CloudEvent, EventType, Rating
 from shared.outbox import notify_channel, outbox_columns, outbox_insert
 
@@ -201,8 +201,9 @@ class Changes:
 
 
 def _timeline_insert(first: int) -> str:
-    """The INSERT of timeline entries from parameters $first…$first+5 (``append_timelines``'
-    columns), in the given order (ids follow it)."""
+    """The INSERT of timeline entries (case_id, at, type, department, actor, detail) from
+    parameters $first…$first+5, in the given order (ids follow it): one set-based statement,
+    as one INSERT per row costs PostgreSQL several times more."""
     case_ids, at, types, departments, actors, details = (f"${n}" for n in range(first, first + 6))
     return f"""
         INSERT INTO timeline (case_id, at, type, department, actor, detail)
@@ -483,19 +484,6 @@ async def announce_firings(
         *outbox_columns(events),
         notify_channel(schema),
     )
-
-
-async def append_timelines(
-    conn: asyncpg.Connection,
-    entries: list[tuple[str, datetime, str, str | None, str | None, dict[str, Any]]],
-) -> None:
-    """append_timeline for many cases: (case_id, at, type, department, actor, detail).
-
-    One set-based statement: a burst of timers writes thousands of entries, and one INSERT
-    per row costs PostgreSQL several times more.
-    """
-    if entries:
-        await conn.execute(_timeline_insert(1), *columns(entries))
 
 
 # --- callbacks -----------------------------------------------------------------------------
