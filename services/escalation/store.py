@@ -63,15 +63,15 @@ async def load_case(conn: asyncpg.Connection, case_id: str) -> Case | None:
     return case_from_row(row) if row is not None else None
 
 
-def _lock_cases(ids: str) -> str:
-    """The cases that exist among the ids in parameter ``ids``, locked in a fixed order (no
+def _lock_cases(ids: int) -> str:
+    """The cases that exist among the ids in parameter $``ids``, locked in a fixed order (no
     deadlocks)."""
-    return f"SELECT * FROM cases WHERE case_id = ANY({ids}::text[]) ORDER BY case_id FOR UPDATE"  # noqa: S608
+    return f"SELECT * FROM cases WHERE case_id = ANY(${ids}::text[]) ORDER BY case_id FOR UPDATE"  # noqa: S608
 
 
 async def load_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, Case]:
     """The cases that exist among ``case_ids``, locked."""
-    rows = await conn.fetch(_lock_cases("$1"), sorted(set(case_ids)))
+    rows = await conn.fetch(_lock_cases(1), sorted(set(case_ids)))
     return {row["case_id"]: case_from_row(row) for row in rows}
 
 
@@ -80,7 +80,7 @@ async def claim_and_lock_cases(
 ) -> tuple[set[str], dict[str, Case]]:
     """The new among ``event_ids`` (claimed) and the cases among ``case_ids``, locked: one
     round trip to start a consumer batch."""
-    fresh, rows = await claim_and_fetch(conn, event_ids, _lock_cases("$2"), sorted(set(case_ids)))
+    fresh, rows = await claim_and_fetch(conn, event_ids, _lock_cases(2), sorted(set(case_ids)))
     return fresh, {row["case_id"]: case_from_row(row) for row in rows}
 
 
@@ -214,6 +214,18 @@ def _timeline_insert(first: int) -> str:
         ORDER BY n"""  # noqa: S608 (parameter numbers only)
 
 
+def _timer_columns(timers: list[tuple[str, Clock, datetime, TimerSpec]]) -> list[list[Any]]:
+    """(case, clock, deadline, timer) rows as the six array parameters of a timers insert:
+    case_id, clock, level, repeat, deadline, due_at."""
+    return columns_of(
+        [
+            (case_id, clock.value, t.level, t.repeat, deadline, t.due_at)
+            for case_id, clock, deadline, t in timers
+        ],
+        6,
+    )
+
+
 def _write_changes_sql() -> str:
     case_updates = ", ".join(
         f"{c.strip()} = EXCLUDED.{c.strip()}" for c in _CASE_COLUMNS.split(",")
@@ -279,11 +291,10 @@ async def write_changes(conn: asyncpg.Connection, schema: str, changes: Changes)
     ):
         return
     armed = [
-        (case_id, clock.value, timer.level, timer.repeat, deadline, timer.due_at)
+        (case_id, clock, setting[0], timer)
         for (case_id, clock), setting in changes.clocks.items()
         if setting is not None
-        for deadline, timers in [setting]
-        for timer in timers
+        for timer in setting[1]
     ]
     await conn.execute(
         _WRITE_CHANGES,
@@ -294,7 +305,7 @@ async def write_changes(conn: asyncpg.Connection, schema: str, changes: Changes)
         records(_ASSIGNMENT_COLUMNS, map(_assignment_values, changes.assignments.values())),
         [case_id for case_id, _ in changes.clocks],
         [clock.value for _, clock in changes.clocks],
-        *columns_of(armed, 6),
+        *_timer_columns(armed),
         *columns_of(changes.timeline, 6),
         *outbox_columns(changes.events),
         notify_channel(schema),
@@ -474,13 +485,7 @@ async def announce_firings(
         SELECT pg_notify($12, '') WHERE EXISTS (SELECT 1 FROM queued)""",  # noqa: S608
         list(levels),
         list(levels.values()),
-        *columns_of(
-            [
-                (case_id, clock.value, t.level, t.repeat, deadline, t.due_at)
-                for case_id, clock, deadline, t in rearm
-            ],
-            6,
-        ),
+        *_timer_columns(rearm),
         *outbox_columns(events),
         notify_channel(schema),
     )
