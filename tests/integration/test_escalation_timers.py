@@ -288,19 +288,25 @@ async def test_an_escalation_is_written_once_and_shown_in_its_place_in_the_case_
     assert await h.fetch("SELECT 1 FROM timeline WHERE type LIKE '%escalated%'") == []
 
 
+async def dispatched_cases(h: Harness, count: int) -> None:
+    """Cases S1…S<count>, dispatched, written straight to the table."""
+    await h.fetch(
+        """INSERT INTO cases (case_id, state, lead, category, urgency, sla_policy,
+                              dispatched_at, sign_for_due)
+           SELECT 'S' || n, 'dispatched', 'water', 'water.supply', 'general', 'general',
+                  now(), now()
+           FROM generate_series(1, $1::int) AS n""",
+        count,
+    )
+
+
 async def test_the_timer_claim_reads_cases_by_key_while_statistics_take_past_timers_for_due(
     make_harness,
 ) -> None:
     h = await make_harness()
     # Timers fall due and are deleted all day: statistics taken before a thousand of them
     # fired still count them as due. The claim must not answer that with a scan of every case.
-    await h.fetch(
-        """INSERT INTO cases (case_id, state, lead, category, urgency, sla_policy,
-                              dispatched_at, sign_for_due)
-           SELECT 'S' || n, 'dispatched', 'water', 'water.supply', 'general', 'general',
-                  now(), now()
-           FROM generate_series(1, 8000) AS n"""
-    )
+    await dispatched_cases(h, 8000)
     await h.fetch(
         """INSERT INTO timers (case_id, clock, level, repeat, deadline, due_at)
            SELECT 'S' || n, 'sign_for', 1, 0, now(), now() + (n - 1000) * interval '1 second'
@@ -314,6 +320,34 @@ async def test_the_timer_claim_reads_cases_by_key_while_statistics_take_past_tim
     scans = [(kind, table) for kind, table, _ in plan]
     assert ("Index Scan", "cases") in scans
     assert ("Seq Scan", "cases") not in scans
+
+
+async def test_setting_clocks_again_finds_their_timers_by_index_and_keeps_by_hash(
+    make_harness,
+) -> None:
+    h = await make_harness()
+    await dispatched_cases(h, 6000)
+    await h.fetch(
+        """INSERT INTO timers (case_id, clock, level, repeat, deadline, due_at)
+           SELECT 'S' || n, 'sign_for', level, 0, now(), now() + level * interval '1 hour'
+           FROM generate_series(1, 6000) AS n, generate_series(0, 1) AS level"""
+    )
+    await h.fetch("ANALYZE cases")
+    await h.fetch("ANALYZE timers")
+    # A busy batch: 150 cases signed for, each clock set again with timers of its own.
+    changes = store.Changes()
+    at = utcnow()
+    for n in range(1, 151):
+        changes.set_clock(f"S{n}", Clock.SIGN_FOR, None)
+        changes.set_clock(f"S{n}", Clock.RESOLVE, (at, [TimerSpec(0, 0, at), TimerSpec(1, 0, at)]))
+    arguments = store.write_changes_arguments(h.escalation.schema, changes)
+    async with h.pool.acquire() as conn:
+        plan = await plan_of(conn, store.WRITE_CHANGES, *arguments)
+        text = "\n".join(
+            row[0] for row in await conn.fetch("EXPLAIN " + store.WRITE_CHANGES, *arguments)
+        )
+    assert ("Seq Scan", "timers") not in [(kind, table) for kind, table, _ in plan], text
+    assert "hashed SubPlan" in text, text  # not a comparison per pair of old and new timers
 
 
 async def test_setting_a_clock_again_keeps_unchanged_timers_and_replaces_the_rest(
