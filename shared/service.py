@@ -20,6 +20,7 @@ import structlog
 from fastapi import FastAPI
 
 from shared.db import connect_pool, migrate, ping
+from shared.heap import settle_heap
 from shared.http import EmbeddedServer, create_app, make_server
 from shared.kafka import (
     ConsumerRuntime,
@@ -140,6 +141,7 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             event_loop.add_signal_handler(sig, self._request_stop, sig)
         self._server = make_server(self.app, self.settings.http_host, self.http_port)
+        settle_heap()
         tasks = {
             asyncio.create_task(loop(self.stop), name=name): name for name, loop in self._loops
         }

@@ -37,6 +37,7 @@ from deploy.local.postgres import PostgresServer
 from deploy.local.procs import Managed, free_port, wait_for
 from deploy.local.stack import REPO, ServiceSet, write_secrets
 from shared.citypack import load_pack
+from shared.heap import settle_heap
 from shared.settings import DEFAULT_CITIES_DIR
 from shared.topics import TopicNames, ensure_topics
 from tests.bench import load, pg_statements
@@ -462,6 +463,7 @@ def _brief(figures: dict[str, Any]) -> dict[str, Any]:
 async def main_async(bench: Bench) -> dict[str, Any]:
     args = bench.args
     result: dict[str, Any] = {}
+    settle_heap()  # as the services do: the load generator shares their cores
     if bench.fresh_broker and args.broker_warmup > 0:
         say(f"kafka: warming the new broker with {args.broker_warmup:g}s of steady traffic")
         await warm_broker(bench.bootstrap, args.partitions, args.broker_warmup)

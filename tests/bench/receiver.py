@@ -28,6 +28,7 @@ import aiohttp
 import orjson
 import uvicorn
 
+from shared.heap import settle_heap
 from shared.http import EmbeddedServer
 from shared.secretstore import load_secrets
 from shared.webhooks import SignatureError, sign, verify
@@ -221,6 +222,7 @@ async def serve(args: argparse.Namespace) -> None:
         http="httptools",
     )
     server = EmbeddedServer(config)
+    settle_heap()  # as the services do: the bench's own processes share their cores
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
