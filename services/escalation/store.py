@@ -394,10 +394,12 @@ _DUE_TIMERS = """
     FOR UPDATE OF t, c SKIP LOCKED"""
 
 # The claimed timers are deleted by the same statement: one round trip, and a timer fires
-# in the transaction that claimed it or, rolled back, stays armed.
+# in the transaction that claimed it or, rolled back, stays armed. They are deleted by key
+# from an array: as a semi-join (`id IN (SELECT …)`) the same stale statistics planned a
+# scan of every timer.
 CLAIM_DUE_TIMERS = f"""
     WITH claimed AS ({_DUE_TIMERS}
-    ), fired AS (DELETE FROM timers WHERE id IN (SELECT timer_id FROM claimed))
+    ), fired AS (DELETE FROM timers WHERE id = ANY (ARRAY(SELECT timer_id FROM claimed)))
     SELECT * FROM claimed"""  # noqa: S608
 
 

@@ -320,6 +320,7 @@ async def test_the_timer_claim_reads_cases_by_key_while_statistics_take_past_tim
     scans = [(kind, table) for kind, table, _ in plan]
     assert ("Index Scan", "cases") in scans
     assert ("Seq Scan", "cases") not in scans
+    assert ("Seq Scan", "timers") not in scans  # neither to find the due ones nor to delete them
 
 
 async def test_setting_clocks_again_finds_their_timers_by_index_and_keeps_by_hash(
