@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 # Each check runs in its own interpreter: settle_heap changes process-wide state.
 SETTLED = textwrap.dedent(
@@ -24,7 +25,8 @@ SETTLED = textwrap.dedent(
 
 
 def _run(code: str) -> None:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)
     assert done.returncode == 0, done.stderr
 
 
