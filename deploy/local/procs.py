@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import signal
 import socket
 import subprocess
@@ -24,8 +25,41 @@ def as_user(user: str | None) -> dict[str, Any]:
     return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Linux's default start of the range; BSDs and macOS start theirs higher, at 49152.
+DEFAULT_EPHEMERAL_START = 32768
+_given: set[int] = set()
+
+
+def listening_ports() -> range:
+    """Where servers we start listen: just below the range the kernel draws outgoing
+    connections' source ports from. A port from that range (what binding port 0 gives)
+    can be taken by any client's connection between our check and the server's bind —
+    seen in CI, a service's HTTP port taken so while the tests ran."""
+    try:
+        start = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        start = DEFAULT_EPHEMERAL_START
+    return range(max(1024, start - 10_000), start)
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
+    """A TCP port free on 127.0.0.1 now, outside the ephemeral range, and not given out
+    before by this process (a port stays free until its server binds it, so two calls
+    in a row must not return the same one)."""
+    ports = listening_ports()
+    rng = random.Random()  # noqa: S311 - spreading ports, not security
+    for port in rng.sample(ports, k=min(len(ports), 2_000)):  # each tried at most once
+        if port in _given:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    # The range was configured away (or is full): fall back to any port the kernel gives.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
