@@ -1,8 +1,9 @@
 """Garbage-collector settings for long-running processes.
 
 CPython collects its young generation after every 700 net container allocations.
-Under load a service makes that many within a batch, so collections ran about
-4,000 times a minute, promoted the batch in hand to the older generations, and
+Under load a service makes that many within a batch, so collections ran thousands
+of times a minute (escalation: 3,279 in one 30 s run at 200 requests/s, warm-up and
+drain included), promoted the batch in hand to the older generations, and
 their collections walked every object made at startup (modules, schemas, the city
 pack) in pauses of up to about 90 ms: 10–17 % of notify's and escalation's CPU at
 200 requests/s (docs/performance.md). What exists once a process has started
