@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,10 @@ log = structlog.get_logger(__name__)
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+# How long a connection keeps the plans it has made (see ``drop_old_plans``).
+PLAN_REFRESH_SECONDS = 30.0
+_plans_since: weakref.WeakKeyDictionary[asyncpg.Connection, float] = weakref.WeakKeyDictionary()
 
 # Errors that a later attempt can get past: the database restarting or unreachable.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -48,6 +54,7 @@ class MigrationError(RuntimeError):
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    _plans_since[conn] = time.monotonic()
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
             type_name,
@@ -57,13 +64,36 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """The pool's reset on release, after asyncpg's own (which rolls back an open
-    transaction): nothing more. The default (unlock all, close all, unlisten, reset all) is
-    one more round trip on every use, and on a busy machine each waits to be scheduled.
-    Pool connections keep no session state: no SET, LISTEN or cursor outside a transaction,
-    and the one session lock (``migrate``) is released or goes with its connection.
+async def drop_old_plans(conn: asyncpg.Connection, every: float) -> None:
+    """``DISCARD PLANS`` on ``conn`` once ``every`` seconds have passed since it connected
+    (or was first seen here) or last did.
+
+    PostgreSQL keeps a prepared statement's generic plan, and a foreign-key check's, until
+    the tables' statistics change; a plan made while a queue was nearly empty reads it
+    whole (a sequential scan, then a sort) however long it has grown since. A queue can
+    grow by thousands of rows before autovacuum analyses it again, so every connection
+    drops its plans on a timer: the next ones are made for the tables as they are by then.
     """
+    now = time.monotonic()
+    since = _plans_since.setdefault(conn, now)
+    if now - since >= every:
+        await conn.execute("DISCARD PLANS")
+        _plans_since[conn] = now
+
+
+def _keep_session(plan_refresh_seconds: float) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+    """The pool's reset on release, after asyncpg's own (which rolls back an open
+    transaction): old plans dropped now and then, nothing more. The default (unlock all,
+    close all, unlisten, reset all) is one more round trip on every use, and on a busy
+    machine each waits to be scheduled. Pool connections keep no session state: no SET,
+    LISTEN or cursor outside a transaction, and the one session lock (``migrate``) is
+    released or goes with its connection.
+    """
+
+    async def reset(conn: asyncpg.Connection) -> None:
+        await drop_old_plans(conn, plan_refresh_seconds)
+
+    return reset
 
 
 def check_schema_name(schema: str) -> str:
@@ -78,6 +108,7 @@ async def connect_pool(
     *,
     max_size: int = 10,
     attempts: int = 60,
+    plan_refresh_seconds: float = PLAN_REFRESH_SECONDS,
 ) -> asyncpg.Pool:
     """A pool whose connections see ``schema`` first; waits for the server to come up."""
     check_schema_name(schema)
@@ -88,16 +119,13 @@ async def connect_pool(
                 min_size=1,
                 max_size=max_size,
                 init=_init_connection,
-                reset=_keep_session,
-                server_settings={
-                    "search_path": schema,
-                    "application_name": f"civicroute-{schema}",
-                    # Plan each execution for the table as it is now. A generic plan is made
-                    # once, for the sizes the tables had then: made while a queue or a new
-                    # deployment's tables were nearly empty, it kept scanning them whole as
-                    # they grew (a lease seq-scanned every delivery; 5 ms a call and rising).
-                    "plan_cache_mode": "force_custom_plan",
-                },
+                reset=_keep_session(plan_refresh_seconds),
+                # PostgreSQL's own choice between a statement's generic and custom plans
+                # (plan_cache_mode auto); a connection's plans are dropped when it is given
+                # back plan_refresh_seconds after it last dropped them.
+                # Planning every execution afresh (force_custom_plan) also replanned each
+                # foreign-key check, row by row: a third of PostgreSQL's time at 200/s.
+                server_settings={"search_path": schema, "application_name": f"civicroute-{schema}"},
                 command_timeout=60,
             )
         except TRANSIENT_DB_ERRORS as error:

@@ -21,7 +21,13 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from shared.aio import sleep_or_stop, wait_any
-from shared.db import TRANSIENT_DB_ERRORS, check_schema_name, columns_of
+from shared.db import (
+    PLAN_REFRESH_SECONDS,
+    TRANSIENT_DB_ERRORS,
+    check_schema_name,
+    columns_of,
+    drop_old_plans,
+)
 from shared.events import CloudEvent, encode
 from shared.kafka import Publisher
 from shared.metrics import Metrics
@@ -72,6 +78,10 @@ async def enqueue(
         notify_channel(schema),
     )
     return len(topics)
+
+
+# The relay's read: the oldest events first, at most $1.
+READ_BATCH = "SELECT id, topic, key, value, created_at FROM outbox ORDER BY id LIMIT $1"
 
 
 class OutboxRelay:
@@ -128,6 +138,7 @@ class OutboxRelay:
                 # Cleared before the read, not after: a NOTIFY arriving while a batch is
                 # relayed is for rows committed after its read, and must end the wait below.
                 self._wake.clear()
+                await drop_old_plans(conn, PLAN_REFRESH_SECONDS)
                 relayed = await self._relay_batch(conn)
                 if relayed < self._batch_size:
                     if relayed == 0:
@@ -144,10 +155,7 @@ class OutboxRelay:
         self._wake.set()
 
     async def _relay_batch(self, conn: asyncpg.Connection) -> int:
-        rows = await conn.fetch(
-            "SELECT id, topic, key, value, created_at FROM outbox ORDER BY id LIMIT $1",
-            self._batch_size,
-        )
+        rows = await conn.fetch(READ_BATCH, self._batch_size)
         if not rows:
             return 0
         self._age.set(max(0.0, time.time() - rows[0]["created_at"].timestamp()))

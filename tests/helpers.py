@@ -60,12 +60,39 @@ async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Recor
         await conn.close()
 
 
+async def explain(
+    conn: asyncpg.Connection, query: str, *args: Any, generic: bool = False, json: bool = False
+) -> Any:
+    """PostgreSQL's EXPLAIN of ``query`` (text, or the parsed JSON document with ``json``).
+
+    ``generic``: the plan made without the parameters' values, which PostgreSQL keeps for
+    a prepared statement after its first five executions when it costs no more than theirs
+    (what a service runs once its statements are cached); ``args`` are then not used.
+    """
+    options = "(FORMAT JSON) " if json else ""
+    if generic:
+        await conn.execute("PREPARE plan_probe AS " + query)
+        try:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                nulls = ", ".join(["NULL"] * len(args))
+                rows = await conn.fetch(f"EXPLAIN {options}EXECUTE plan_probe({nulls})")
+        finally:
+            await conn.execute("DEALLOCATE plan_probe")
+    else:
+        rows = await conn.fetch(f"EXPLAIN {options}" + query, *args)
+    if not json:
+        return "\n".join(row[0] for row in rows)
+    document = rows[0][0]
+    return orjson.loads(document) if isinstance(document, str) else document
+
+
 async def plan_of(
-    conn: asyncpg.Connection, query: str, *args: Any
+    conn: asyncpg.Connection, query: str, *args: Any, generic: bool = False
 ) -> list[tuple[str, str | None, str | None]]:
-    """(node type, table, index) of every node of the plan PostgreSQL makes for ``query``."""
-    explained = await conn.fetchval("EXPLAIN (FORMAT JSON) " + query, *args)
-    document = orjson.loads(explained) if isinstance(explained, str) else explained
+    """(node type, table, index) of every node of the plan PostgreSQL makes for ``query``
+    (``generic``: see ``explain``)."""
+    document = await explain(conn, query, *args, generic=generic, json=True)
 
     def walk(node: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
         found = [(node["Node Type"], node.get("Relation Name"), node.get("Index Name"))]

@@ -148,6 +148,33 @@ async def save_ingest(
     )
 
 
+# The lease of ``lease_due``: parameters endpoints, their free slots, the ids in flight, the lease.
+LEASE_DUE = """
+    WITH picked AS (
+        SELECT c.id
+        FROM unnest($1::text[], $2::int[]) AS f (department, slots)
+        CROSS JOIN LATERAL (
+            SELECT d.id FROM deliveries d
+            WHERE d.department = f.department AND d.status = 'pending'
+              AND d.next_attempt_at <= now() AND d.id <> ALL ($3::bigint[])
+              AND d.id = (
+                  SELECT e.id FROM deliveries e
+                  WHERE e.case_id = d.case_id AND e.department = d.department
+                    AND e.status = 'pending'
+                  ORDER BY e.id LIMIT 1)
+            ORDER BY d.next_attempt_at, d.id
+            LIMIT f.slots
+            FOR UPDATE SKIP LOCKED
+        ) AS c
+    )
+    UPDATE deliveries SET next_attempt_at = now() + $4::interval
+    FROM picked WHERE deliveries.id = picked.id
+    RETURNING deliveries.id, deliveries.webhook_id, deliveries.kind, deliveries.case_id,
+              deliveries.department, deliveries.event_id, deliveries.event_type,
+              deliveries.body, deliveries.attempts, deliveries.tries,
+              deliveries.window_start"""
+
+
 async def lease_due(
     conn: asyncpg.Connection,
     *,
@@ -170,30 +197,7 @@ async def lease_due(
     if not names:
         return []
     return await conn.fetch(
-        """
-        WITH picked AS (
-            SELECT c.id
-            FROM unnest($1::text[], $2::int[]) AS f (department, slots)
-            CROSS JOIN LATERAL (
-                SELECT d.id FROM deliveries d
-                WHERE d.department = f.department AND d.status = 'pending'
-                  AND d.next_attempt_at <= now() AND d.id <> ALL ($3::bigint[])
-                  AND d.id = (
-                      SELECT e.id FROM deliveries e
-                      WHERE e.case_id = d.case_id AND e.department = d.department
-                        AND e.status = 'pending'
-                      ORDER BY e.id LIMIT 1)
-                ORDER BY d.next_attempt_at, d.id
-                LIMIT f.slots
-                FOR UPDATE SKIP LOCKED
-            ) AS c
-        )
-        UPDATE deliveries SET next_attempt_at = now() + $4::interval
-        FROM picked WHERE deliveries.id = picked.id
-        RETURNING deliveries.id, deliveries.webhook_id, deliveries.kind, deliveries.case_id,
-                  deliveries.department, deliveries.event_id, deliveries.event_type,
-                  deliveries.body, deliveries.attempts, deliveries.tries,
-                  deliveries.window_start""",
+        LEASE_DUE,
         names,
         [slots[name] for name in names],
         list(in_flight),

@@ -16,6 +16,8 @@ import asyncpg
 SETTINGS = (
     "shared_preload_libraries=pg_stat_statements,auto_explain",
     "pg_stat_statements.track=all",
+    # Planning too: it is where per-execution planning (custom plans) would show.
+    "pg_stat_statements.track_planning=on",
     # The plan, with actual row counts, of any statement over 10 ms: in postgres.log.
     "auto_explain.log_min_duration=10ms",
     "auto_explain.log_analyze=on",
@@ -58,7 +60,9 @@ async def write_top(admin_url: str, database: str, out: Path, limit: int = 30) -
     try:
         rows = await conn.fetch(
             """
-            SELECT calls, total_exec_time, query, sum(total_exec_time) OVER () AS total
+            SELECT calls, total_exec_time, total_plan_time, query,
+                   sum(total_exec_time) OVER () AS total,
+                   sum(total_plan_time) OVER () AS planning
             FROM pg_stat_statements
             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)
             ORDER BY total_exec_time DESC LIMIT $2""",
@@ -67,13 +71,14 @@ async def write_top(admin_url: str, database: str, out: Path, limit: int = 30) -
         )
     finally:
         await conn.close()
-    total = rows[0]["total"] if rows else 0
-    lines = [f"all statements: {total:.0f} ms of execution"]
+    total, planning = (rows[0]["total"], rows[0]["planning"]) if rows else (0, 0)
+    lines = [f"all statements: {total:.0f} ms of execution, {planning:.0f} ms of planning"]
     for row in rows:
         query = " ".join(row["query"].split())
         lines.append(
             f"{row['total_exec_time']:9.0f} ms {row['calls']:8d} calls"
-            f" {row['total_exec_time'] / max(1, row['calls']):7.3f} ms/call  {query[:160]}"
+            f" {row['total_exec_time'] / max(1, row['calls']):7.3f} ms/call"
+            f" {row['total_plan_time']:7.0f} ms planning  {query[:160]}"
         )
     await asyncio.to_thread(out.write_text, "\n".join(lines) + "\n", encoding="utf-8")
     return lines[:9]

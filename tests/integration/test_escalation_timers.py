@@ -13,10 +13,12 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from services.escalation import store
 from services.escalation.ladder import TimerSpec
 from shared.events import Clock, utcnow
-from tests.helpers import eventually, plan_of
+from tests.helpers import eventually, explain, plan_of
 from tests.integration.escalation_support import Harness, make_harness, set_sla  # noqa: F401
 
 LONG = {"sign_for": "1s", "contact": "1d", "resolve": "7d"}
@@ -300,8 +302,9 @@ async def dispatched_cases(h: Harness, count: int) -> None:
     )
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
 async def test_the_timer_claim_reads_cases_by_key_while_statistics_take_past_timers_for_due(
-    make_harness,
+    make_harness, generic: bool
 ) -> None:
     h = await make_harness()
     # Timers fall due and are deleted all day: statistics taken before a thousand of them
@@ -316,15 +319,16 @@ async def test_the_timer_claim_reads_cases_by_key_while_statistics_take_past_tim
     await h.fetch("ANALYZE timers")
     await h.fetch("DELETE FROM timers WHERE due_at < now() - interval '1 second'")
     async with h.pool.acquire() as conn:
-        plan = await plan_of(conn, store.CLAIM_DUE_TIMERS, 500)
+        plan = await plan_of(conn, store.CLAIM_DUE_TIMERS, 500, generic=generic)
     scans = [(kind, table) for kind, table, _ in plan]
     assert ("Index Scan", "cases") in scans
     assert ("Seq Scan", "cases") not in scans
     assert ("Seq Scan", "timers") not in scans  # neither to find the due ones nor to delete them
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
 async def test_setting_clocks_again_finds_their_timers_by_index_and_keeps_by_hash(
-    make_harness,
+    make_harness, generic: bool
 ) -> None:
     h = await make_harness()
     await dispatched_cases(h, 6000)
@@ -343,10 +347,8 @@ async def test_setting_clocks_again_finds_their_timers_by_index_and_keeps_by_has
         changes.set_clock(f"S{n}", Clock.RESOLVE, (at, [TimerSpec(0, 0, at), TimerSpec(1, 0, at)]))
     arguments = store.write_changes_arguments(h.escalation.schema, changes)
     async with h.pool.acquire() as conn:
-        plan = await plan_of(conn, store.WRITE_CHANGES, *arguments)
-        text = "\n".join(
-            row[0] for row in await conn.fetch("EXPLAIN " + store.WRITE_CHANGES, *arguments)
-        )
+        plan = await plan_of(conn, store.WRITE_CHANGES, *arguments, generic=generic)
+        text = await explain(conn, store.WRITE_CHANGES, *arguments, generic=generic)
     assert ("Seq Scan", "timers") not in [(kind, table) for kind, table, _ in plan], text
     assert "hashed SubPlan" in text, text  # not a comparison per pair of old and new timers
 
