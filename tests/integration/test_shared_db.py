@@ -172,3 +172,24 @@ async def test_pool_connections_see_only_their_schema_first(database_url: str) -
             await raw.close()
     finally:
         await pool.close()
+
+
+async def test_a_connection_lost_before_its_plans_are_dropped_is_replaced_and_its_work_stands(
+    database_url: str,
+) -> None:
+    # Plans are due to be dropped at every release; the server ends the connection after
+    # the work on it is committed and before it is given back.
+    pool = await connect_pool(database_url, "svc", max_size=1, plan_refresh_seconds=0)
+    admin = await asyncpg.connect(database_url)
+    try:
+        await migrate(pool, "svc", None)
+        async with pool.acquire() as conn:
+            await conn.execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (1)")
+            lost = conn.get_server_pid()
+            await admin.execute("SELECT pg_terminate_backend($1)", lost)
+        async with pool.acquire() as conn:
+            assert conn.get_server_pid() != lost
+            assert await conn.fetchval("SELECT count(*) FROM kept") == 1
+    finally:
+        await admin.close()
+        await pool.close()
