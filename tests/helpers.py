@@ -87,12 +87,10 @@ async def explain(
     return orjson.loads(document) if isinstance(document, str) else document
 
 
-async def plan_of(
-    conn: asyncpg.Connection, query: str, *args: Any, generic: bool = False
-) -> list[tuple[str, str | None, str | None]]:
-    """(node type, table, index) of every node of the plan PostgreSQL makes for ``query``
-    (``generic``: see ``explain``)."""
-    document = await explain(conn, query, *args, generic=generic, json=True)
+def plan_nodes(document: Any) -> list[tuple[str, str | None, str | None]]:
+    """(node type, table, index) of every node of an ``EXPLAIN (FORMAT JSON)`` document
+    (parsed, or as the text PostgreSQL returns)."""
+    parsed = orjson.loads(document) if isinstance(document, str) else document
 
     def walk(node: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
         found = [(node["Node Type"], node.get("Relation Name"), node.get("Index Name"))]
@@ -100,4 +98,12 @@ async def plan_of(
             found += walk(child)
         return found
 
-    return walk(document[0]["Plan"])
+    return walk(parsed[0]["Plan"])
+
+
+async def plan_of(
+    conn: asyncpg.Connection, query: str, *args: Any, generic: bool = False
+) -> list[tuple[str, str | None, str | None]]:
+    """(node type, table, index) of every node of the plan PostgreSQL makes for ``query``
+    (``generic``: see ``explain``)."""
+    return plan_nodes(await explain(conn, query, *args, generic=generic, json=True))

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 
 from services.notify import store as notify_store
 from shared.db import connect_pool, migrate
 from shared.outbox import READ_BATCH
+from tests.helpers import plan_nodes
 
 NOTIFY_MIGRATIONS = Path(notify_store.__file__).parent / "migrations"
 DEPARTMENTS = [f"department_{n}" for n in range(16)]
@@ -59,15 +59,8 @@ QUEUES: dict[str, tuple[str, int, str, Callable[..., Awaitable[None]]]] = {
 
 
 def scans(document: Any) -> list[tuple[str, str | None]]:
-    parsed = orjson.loads(document) if isinstance(document, str) else document
-
-    def walk(node: dict[str, Any]) -> list[tuple[str, str | None]]:
-        found = [(node["Node Type"], node.get("Relation Name"))]
-        for child in node.get("Plans", []):
-            found += walk(child)
-        return found
-
-    return walk(parsed[0]["Plan"])
+    """(node type, table) of every node of an EXPLAIN document."""
+    return [(kind, table) for kind, table, _ in plan_nodes(document)]
 
 
 async def plan_after_growth(database_url: str, queue: str, refresh: float) -> list[tuple]:
