@@ -52,6 +52,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, Kafka
 # A handler that fails this often on one message for a non-transient reason has a
 # bug or met data it cannot take: the message is dead-lettered so the partition moves on.
 MAX_HANDLER_ATTEMPTS = 3
+FINAL_COMMIT_SECONDS = 5.0
 
 
 def tolerate_closed_transports() -> None:
@@ -348,6 +349,12 @@ class ConsumerRuntime:
 
     ``accept`` names the event types the handler wants; others are skipped (and
     committed), as the contract says consumers ignore types they do not handle.
+
+    Offsets of finished batches are committed at most every ``commit_interval_ms``,
+    and at once when the consumer has caught up, before its partitions move and
+    before it stops. A commit is a broker round trip and a write to the offsets log:
+    once per batch it was a cost per batch, paid again by every service. A crash
+    redelivers at most that interval's messages, which the handlers' inbox ignores.
     """
 
     def __init__(
@@ -364,6 +371,7 @@ class ConsumerRuntime:
         max_batch: int = 500,
         fetch_max_wait_ms: int = 500,
         fetch_min_bytes: int = 1,
+        commit_interval_ms: int = 0,
     ) -> None:
         self._service = service
         self._topics = list(topics)
@@ -373,6 +381,10 @@ class ConsumerRuntime:
         self._max_batch = max_batch
         self.fetch_max_wait_ms, self.fetch_min_bytes = fetch_max_wait_ms, fetch_min_bytes
         self._lock = asyncio.Lock()
+        self._commit_interval = commit_interval_ms / 1000
+        self._last_commit = time.monotonic()
+        # Offsets of finished batches not yet committed, by partition.
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group_id,
@@ -398,6 +410,7 @@ class ConsumerRuntime:
         )
         self._lag = metrics.gauge("consumer_lag_messages", "Messages behind the log end", ["topic"])
         self._batch_seconds = metrics.histogram("batch_seconds", "Time to process one batch")
+        self._commits = metrics.counter("offset_commits_total", "Offset commits sent to Kafka")
 
     @classmethod
     def configured(cls, settings: CommonSettings, **wiring: Any) -> ConsumerRuntime:
@@ -408,24 +421,33 @@ class ConsumerRuntime:
             bootstrap=settings.kafka_bootstrap,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             fetch_min_bytes=settings.kafka_fetch_min_bytes,
+            commit_interval_ms=settings.kafka_commit_interval_ms,
             **wiring,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._consumer.subscribe(self._topics, listener=_FinishBatchOnRevoke(self._lock))
+        self._consumer.subscribe(self._topics, listener=_CommitOnRevoke(self))
         await start_with_retry(self._consumer, f"{self._service}-consumer")
         self.ready.set()
         try:
             while not stop.is_set():
                 records = await self._consumer.getmany(timeout_ms=250, max_records=self._max_batch)
                 if not records:
+                    await self.commit_finished()  # caught up: nothing to wait for
                     await self._update_lag()
                     continue
                 async with self._lock:
                     if await self._process(records, stop):
-                        await self._commit(records)
+                        self._finished(records)
+                        if time.monotonic() - self._last_commit >= self._commit_interval:
+                            await self._commit()
                 await self._update_lag()
         finally:
+            try:
+                # Bounded: with the broker away, stopping must not wait for it.
+                await asyncio.wait_for(self.commit_finished(), FINAL_COMMIT_SECONDS)
+            except TimeoutError:
+                log.warning("offsets not committed at stop; they will be redelivered")
             await self._consumer.stop()
 
     async def _process(
@@ -530,13 +552,33 @@ class ConsumerRuntime:
                 await sleep_or_stop(stop, delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _commit(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        offsets = {tp: OffsetAndMetadata(msgs[-1].offset + 1, "") for tp, msgs in records.items()}
+    async def commit_finished(self) -> None:
+        """Commit what finished batches left uncommitted, once the batch in hand is done."""
+        async with self._lock:
+            await self._commit()
+
+    def _finished(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Mark a batch's work durable: its offsets go out with the next commit."""
+        for tp, messages in records.items():
+            self._uncommitted[tp] = OffsetAndMetadata(messages[-1].offset + 1, "")
+
+    async def _commit(self) -> None:
+        """Commit the finished batches' offsets, if any. Called with the lock held."""
+        self._last_commit = time.monotonic()
+        if not self._uncommitted:
+            return
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._commits.inc()
         try:
             await self._consumer.commit(offsets)
         except (KafkaError, AssertionError) as error:
-            # Partitions moved to another member; it will redeliver, and handlers are idempotent.
+            # Partitions that moved to another member are redelivered there (handlers are
+            # idempotent); those still ours go out with the next commit.
             log.warning("offset commit failed", error=repr(error))
+            kept = self._consumer.assignment()
+            for tp, offset in offsets.items():
+                if tp in kept:
+                    self._uncommitted.setdefault(tp, offset)
 
     async def _update_lag(self) -> None:
         behind: dict[str, int] = {}
@@ -550,15 +592,15 @@ class ConsumerRuntime:
             self._lag.labels(topic).set(lag)
 
 
-class _FinishBatchOnRevoke(ConsumerRebalanceListener):
-    """Before partitions move, wait for the batch in hand to finish and commit."""
+class _CommitOnRevoke(ConsumerRebalanceListener):
+    """Before partitions move, wait for the batch in hand to finish, and commit what the
+    runtime has finished, so that the next owner starts after it."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self._lock = lock
+    def __init__(self, runtime: ConsumerRuntime) -> None:
+        self._runtime = runtime
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self._lock:
-            pass
+        await self._runtime.commit_finished()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info(

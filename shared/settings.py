@@ -49,6 +49,13 @@ class CommonSettings(BaseSettings):
         le=16_777_216,
         description="Bytes a fetch waits for (up to kafka_fetch_max_wait_ms): fuller batches",
     )
+    kafka_commit_interval_ms: int = Field(
+        default=1_000,
+        ge=0,
+        le=60_000,
+        description="Longest a finished batch's offsets wait to be committed (0: every"
+        " batch); a crash redelivers at most this much, which the inbox ignores",
+    )
     http_host: str = Field(default="127.0.0.1", description="HTTP bind address")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     secrets_file: Path | None = Field(

@@ -62,6 +62,21 @@ class Change:
     in_history: bool = True
 
 
+def in_rounds(changes: list[tuple[str, Change]]) -> list[list[tuple[str, Change]]]:
+    """(event id, change) pairs split into rounds in which no case appears twice, each
+    case's changes in their order across the rounds: a set-based upsert can fold one
+    round at a time, as it may touch a row only once per statement."""
+    rounds: list[list[tuple[str, Change]]] = []
+    seen: dict[str, int] = {}
+    for event_id, change in changes:
+        n = seen.get(change.case_id, 0)
+        seen[change.case_id] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append((event_id, change))
+    return rounds
+
+
 def change_for(event_type: str, payload: BaseModel) -> Change | None:
     """The public meaning of one event, or None for events intake does not project."""
     if isinstance(payload, CaseDeadlinesSet):

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from services.intake.domain import ChannelPayload, format_case_id, payload_hash, to_citizen_request
-from services.intake.lifecycle import RECEIVED, CaseView, Change
+from services.intake.lifecycle import RECEIVED, CaseView, Change, in_rounds
 from shared.db import claim_and_fetch, columns_of
 from shared.events import CitizenRequest
 
@@ -222,43 +222,81 @@ async def _insert_requests(
     return {row["case_id"] for row in stored}
 
 
-async def apply_changes(conn: asyncpg.Connection, changes: list[tuple[str, Change]]) -> None:
-    """Fold (event id, change) pairs, in order, into the cases' public state and history:
-    two pipelined statements for the whole batch, not two round trips per event."""
-    history = [
-        (event_id, c.case_id, c.at, c.kind, c.state, c.department, c.note)
-        for event_id, c in changes
-        if c.in_history
-    ]
-    if history:
-        await conn.executemany(
-            "INSERT INTO case_history (event_id, case_id, at, kind, state, department, note)"
-            " VALUES ($1, $2, coalesce($3, now()), $4, $5, $6, $7)"
-            " ON CONFLICT (event_id) DO NOTHING",
-            history,
-        )
-    if not changes:
-        return
+def _status_upsert(first: int, *, moves_state: bool) -> str:
+    """The upsert of one round's case_status rows from parameters $first…$first+6
+    (case_id, state, category, department, resolve_due, note, at). ``moves_state``: every
+    row names a new state (its note replaces the shown one, and a dispatch names the
+    department); else none does, and state and note stay as they are."""
+    case_ids, states, categories, departments, dues, notes, at = (
+        f"${n}" for n in range(first, first + 7)
+    )
+    if moves_state:
+        state, status_notes = "EXCLUDED.state", "EXCLUDED.status_notes"
+        department = """CASE WHEN EXCLUDED.state = 'dispatched' OR case_status.department IS NULL
+                                THEN coalesce(EXCLUDED.department, case_status.department)
+                                ELSE case_status.department END"""
+    else:
+        state, status_notes = "case_status.state", "case_status.status_notes"
+        department = "coalesce(case_status.department, EXCLUDED.department)"
     # A case first heard of through its events (never through intake) still gets a row.
-    await conn.executemany(
-        """
+    return f"""
         INSERT INTO case_status (case_id, state, category, department, resolve_due,
                                  status_notes, updated_at)
-        VALUES ($1, coalesce($2, 'received'), $3, $4, $5, $6, coalesce($7, now()))
+        SELECT case_id, coalesce(state, '{RECEIVED}'), category, department, resolve_due, note,
+               coalesce(at, now())
+        FROM unnest({case_ids}::text[], {states}::text[], {categories}::text[],
+                    {departments}::text[], {dues}::timestamptz[], {notes}::text[],
+                    {at}::timestamptz[])
+             AS c (case_id, state, category, department, resolve_due, note, at)
+        ORDER BY case_id
         ON CONFLICT (case_id) DO UPDATE SET
-            state        = coalesce($2, case_status.state),
-            category     = coalesce($3, case_status.category),
-            department   = CASE WHEN $2 = 'dispatched' OR case_status.department IS NULL
-                                THEN coalesce($4, case_status.department)
-                                ELSE case_status.department END,
-            resolve_due  = coalesce($5, case_status.resolve_due),
-            status_notes = CASE WHEN $2 IS NOT NULL THEN $6 ELSE case_status.status_notes END,
-            updated_at   = greatest(case_status.updated_at, coalesce($7, now()))""",
+            state        = {state},
+            category     = coalesce(EXCLUDED.category, case_status.category),
+            department   = {department},
+            resolve_due  = coalesce(EXCLUDED.resolve_due, case_status.resolve_due),
+            status_notes = {status_notes},
+            updated_at   = greatest(case_status.updated_at, EXCLUDED.updated_at)"""  # noqa: S608 (no input)
+
+
+# One round of changes: the history of the whole batch (in the first round), and the
+# round's status rows, those that move the state apart from those that do not. A round
+# names each case once, so the three parts never touch one row.
+_APPLY_ROUND = f"""
+    WITH history AS (
+        INSERT INTO case_history (event_id, case_id, at, kind, state, department, note)
+        SELECT event_id, case_id, coalesce(at, now()), kind, state, department, note
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+                    $6::text[], $7::text[])
+             AS h (event_id, case_id, at, kind, state, department, note)
+        ON CONFLICT (event_id) DO NOTHING
+    ), moved AS ({_status_upsert(8, moves_state=True)}
+    ){_status_upsert(15, moves_state=False)}"""  # noqa: S608 (parameter numbers only)
+
+
+async def apply_changes(conn: asyncpg.Connection, changes: list[tuple[str, Change]]) -> None:
+    """Fold (event id, change) pairs, in order, into the cases' public state and history:
+    one statement per round of ``in_rounds`` (usually one or two a batch), not one per
+    event, which cost PostgreSQL an execution and asyncpg an encoding per row."""
+    history = columns_of(
         [
-            (c.case_id, c.state, c.category, c.department, c.resolve_due, c.note, c.at)
-            for _, c in changes
+            (event_id, c.case_id, c.at, c.kind, c.state, c.department, c.note)
+            for event_id, c in changes
+            if c.in_history
         ],
+        7,
     )
+    for round_ in in_rounds(changes):
+        status = [
+            (c.case_id, c.state, c.category, c.department, c.resolve_due, c.note, c.at)
+            for _, c in round_
+        ]
+        await conn.execute(
+            _APPLY_ROUND,
+            *history,
+            *columns_of([row for row in status if row[1] is not None], 7),
+            *columns_of([row for row in status if row[1] is None], 7),
+        )
+        history = columns_of([], 7)
 
 
 def _view(row: asyncpg.Record, history: list[dict[str, Any]] | None = None) -> CaseView:

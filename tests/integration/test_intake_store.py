@@ -1,12 +1,13 @@
-"""intake's set-based acceptance on real PostgreSQL: a batch's outcomes, in order."""
+"""intake's set-based writes on real PostgreSQL: a batch's outcomes and changes, in order."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.intake.store import Submission, accept_many
+from services.intake.lifecycle import Change
+from services.intake.store import Submission, accept_many, apply_changes
 from shared.channels import SubmittedRequest
 from tests.integration.intake_support import IntakeEnv
 from tests.integration.test_intake_http import APP, GRID, HOTLINE
@@ -96,3 +97,93 @@ async def test_concurrent_batches_with_a_shared_request_store_it_once_and_agree_
     )
     assert await intake_env.count("requests") == 3
     assert await intake_env.count("case_status") == 3
+
+
+def _lifecycle(case_id: str, start: datetime) -> list[Change]:
+    """A case's events as intake projects them, one of each kind of status change."""
+    hour = timedelta(hours=1)
+    return [
+        Change(
+            case_id,
+            "deadlines_set",
+            None,
+            department="d0",
+            resolve_due=start + 9 * hour,
+            in_history=False,
+        ),
+        Change(case_id, "dispatched", start + hour, "dispatched", "d1", "water.leak"),
+        Change(case_id, "signed", start + 2 * hour, "signed", "d2"),
+        Change(case_id, "rated", start + 3 * hour, None, "d2", note="satisfied"),
+        Change(case_id, "progressed", start + 4 * hour, "in_progress", "d1", note="digging"),
+        Change(case_id, "returned", start + 5 * hour, "returned"),
+        Change(case_id, "dispatched", start + 6 * hour, "dispatched", "d3", "roads.pothole"),
+        # Late on the wire: the shown time never goes back.
+        Change(case_id, "resolved", start + 5 * hour, "resolved", "d3", note="filled"),
+        # A step that moves no state leaves the state, department and shown note.
+        Change(case_id, "rated", start + 7 * hour, None, "d4", note="satisfied"),
+    ]
+
+
+async def _projection(env: IntakeEnv, case_id: str) -> tuple[Any, ...]:
+    [status] = await env.sql(
+        "SELECT state, category, department, resolve_due, status_notes, updated_at"
+        " FROM case_status WHERE case_id = $1",
+        case_id,
+    )
+    history = await env.sql(
+        "SELECT at, kind, state, department, note FROM case_history"
+        " WHERE case_id = $1 ORDER BY at, kind",
+        case_id,
+    )
+    return tuple(status), [tuple(h) for h in history]
+
+
+async def test_a_batch_of_case_events_shows_what_applying_them_one_by_one_shows(
+    intake_env: IntakeEnv,
+) -> None:
+    """Several events for one case in a batch fold in order, as if applied one by one."""
+    # Ahead of the clock, so the event without a time (stamped now()) is the oldest.
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    async with intake_env.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO case_status (case_id, state, category, updated_at)"
+            " SELECT unnest($1::text[]), 'received', 'water.hint', $2",
+            ["batched", "one-by-one"],
+            start,
+        )
+    batched = _lifecycle("batched", start)
+    quiet = [Change("quiet", "signed", start, "signed", "d9")]
+    unknown = [Change("unheard", "rated", start, None, note="satisfied")]
+    # Interleaved as a consumer batch would bring them, each case's own in order.
+    batch = [*batched[:3], *quiet, *unknown, *batched[3:]]
+    async with intake_env.pool.acquire() as conn, conn.transaction():
+        await apply_changes(conn, [(f"b{n}", change) for n, change in enumerate(batch)])
+    for n, change in enumerate([*_lifecycle("one-by-one", start)]):
+        async with intake_env.pool.acquire() as conn, conn.transaction():
+            await apply_changes(conn, [(f"s{n}", change)])
+
+    status, history = await _projection(intake_env, "batched")
+    assert (status, history) == await _projection(intake_env, "one-by-one")
+    hour = timedelta(hours=1)
+    assert status == (
+        "resolved",
+        "roads.pothole",
+        "d3",  # a re-dispatch names the department; other steps do not change it
+        start + 9 * hour,
+        "filled",
+        start + 7 * hour,
+    )
+    assert [h[1] for h in history] == [
+        "dispatched",
+        "signed",
+        "rated",
+        "progressed",
+        "resolved",  # at the same time as the return: ordered by kind
+        "returned",
+        "dispatched",
+        "rated",
+    ]
+    assert (await _projection(intake_env, "quiet"))[0][:3] == ("signed", None, "d9")
+    # First heard of through an event that moves no state: shown as received.
+    unheard, _ = await _projection(intake_env, "unheard")
+    assert unheard[0] == "received"

@@ -14,7 +14,7 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
-from aiokafka.errors import OutOfOrderSequenceNumber
+from aiokafka.errors import GroupCoordinatorNotAvailableError, OutOfOrderSequenceNumber
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
@@ -83,15 +83,20 @@ class Recorder:
         fail_times: int = 0,
         poison_note: str | None = None,
         failure: Exception | None = None,
+        seconds_per_batch: float = 0.0,
     ):
         self.pool = pool
         self.fail_times = fail_times
         self.poison_note = poison_note
         self.failure = failure or ConnectionResetError("database went away")
+        self.seconds_per_batch = seconds_per_batch
         self.calls = 0
+        self.handed = 0  # events handed to it, redeliveries included
 
     async def __call__(self, batch: Sequence[Inbound]) -> None:
         self.calls += 1
+        self.handed += len(batch)
+        await asyncio.sleep(self.seconds_per_batch)
         if self.fail_times > 0:
             self.fail_times -= 1
             raise self.failure
@@ -116,8 +121,12 @@ def runtime_for(
     producer: AIOKafkaProducer,
     handler: Recorder,
     group: str = "svc",
+    *,
+    max_batch: int = 50,
+    commit_interval_ms: int = 0,
+    registry: CollectorRegistry | None = None,
 ) -> ConsumerRuntime:
-    metrics = Metrics("test", registry=CollectorRegistry())
+    metrics = Metrics("test", registry=registry or CollectorRegistry())
     return ConsumerRuntime(
         service="test",
         bootstrap=infra.bootstrap,
@@ -127,7 +136,8 @@ def runtime_for(
         accept={SIGNED},
         dead_letters=DeadLetters(producer, topics(Topic.DEADLETTER), "test", metrics),
         metrics=metrics,
-        max_batch=50,
+        max_batch=max_batch,
+        commit_interval_ms=commit_interval_ms,
     )
 
 
@@ -307,6 +317,69 @@ async def test_two_replicas_share_the_work_and_every_event_is_processed_once(
         await second_ctx.__aexit__(None, None, None)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(DISTINCT case_id) FROM seen") == 150
+
+
+async def test_finished_batches_share_one_commit_within_the_interval(
+    infra: Infra, topics: TopicNames, producer: AIOKafkaProducer, pool: asyncpg.Pool
+) -> None:
+    for n in range(120):
+        await producer.send(topics(Topic.CASE_EVENTS), signed(f"C{n}"), key=f"C{n}".encode())
+    await producer.flush()
+    commits = {}
+    for interval_ms, group in ((0, "every-batch"), (60_000, "interval")):
+        registry, recorder = CollectorRegistry(), Recorder(pool)
+        runtime = runtime_for(
+            infra,
+            topics,
+            producer,
+            recorder,
+            group,
+            max_batch=10,
+            commit_interval_ms=interval_ms,
+            registry=registry,
+        )
+        async with running(runtime):
+            # Caught up, a consumer commits without waiting out the interval.
+            await eventually(
+                lambda group=group: _committed_is(infra, topics, group, 120),
+                message=f"all 120 offsets committed ({group})",
+            )
+        assert recorder.calls >= 12
+        commits[group] = (
+            registry.get_sample_value("civicroute_test_offset_commits_total"),
+            recorder.calls,
+        )
+    every_batch, interval = commits["every-batch"], commits["interval"]
+    assert every_batch[0] == every_batch[1]  # one commit per batch
+    assert interval[0] <= 3  # the batches' offsets went out together
+
+
+async def _committed_is(infra: Infra, topics: TopicNames, group: str, expected: int) -> bool:
+    try:
+        return await committed(infra, topics, group) == expected
+    except GroupCoordinatorNotAvailableError:  # a new group, not yet known to the broker
+        return False
+
+
+async def test_a_replica_joining_gets_partitions_after_what_the_first_finished(
+    infra: Infra, topics: TopicNames, producer: AIOKafkaProducer, pool: asyncpg.Pool
+) -> None:
+    """Offsets held back by the commit interval are committed before partitions move:
+    no event is handed to a handler twice, although the first replica is never idle."""
+    for n in range(150):
+        await producer.send(topics(Topic.CASE_EVENTS), signed(f"C{n}"), key=f"C{n}".encode())
+    await producer.flush()
+    first, second = (Recorder(pool, seconds_per_batch=0.2) for _ in range(2))
+    async with running(
+        runtime_for(infra, topics, producer, first, max_batch=5, commit_interval_ms=60_000)
+    ):
+        await eventually(lambda: first.calls >= 3, message="the first replica at work")
+        async with running(
+            runtime_for(infra, topics, producer, second, max_batch=5, commit_interval_ms=60_000)
+        ):
+            await eventually(seen(pool, 150), timeout=60, message="150 events")
+            assert second.handed > 0
+    assert first.handed + second.handed == 150
 
 
 async def enqueue_signed(pool: asyncpg.Pool, topic: str, count: int) -> list[CloudEvent]:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.intake.lifecycle import change_for, open311_status, status_notes
+from services.intake.lifecycle import Change, change_for, in_rounds, open311_status, status_notes
 from services.intake.open311 import (
     MAX_WINDOW,
     Open311Error,
@@ -168,3 +168,30 @@ def test_xml_lists_booleans_nulls_and_bad_characters() -> None:
     ).decode()
     assert "<services><service><service_code>A</service_code>" in xml
     assert "<metadata>true</metadata><group /><keywords>ab</keywords>" in xml
+
+
+def _change(case_id: str, kind: str) -> Change:
+    return Change(case_id, kind, None)
+
+
+def test_rounds_name_each_case_once_and_keep_each_cases_order() -> None:
+    pairs = [
+        ("e1", _change("A", "dispatched")),
+        ("e2", _change("B", "dispatched")),
+        ("e3", _change("A", "deadlines_set")),
+        ("e4", _change("A", "signed")),
+        ("e5", _change("C", "dispatched")),
+        ("e6", _change("B", "signed")),
+    ]
+
+    rounds = in_rounds(pairs)
+
+    assert [[event_id for event_id, _ in round_] for round_ in rounds] == [
+        ["e1", "e2", "e5"],
+        ["e3", "e6"],
+        ["e4"],
+    ]
+
+
+def test_no_changes_make_no_rounds() -> None:
+    assert in_rounds([]) == []
