@@ -273,30 +273,35 @@ _APPLY_ROUND = f"""
     ){_status_upsert(15, moves_state=False)}"""  # noqa: S608 (parameter numbers only)
 
 
-async def apply_changes(conn: asyncpg.Connection, changes: list[tuple[str, Change]]) -> None:
-    """Fold (event id, change) pairs, in order, into the cases' public state and history:
-    one statement per round of ``in_rounds`` (usually one or two a batch), not one per
-    event, which cost PostgreSQL an execution and asyncpg an encoding per row."""
-    history = columns_of(
+def _status_columns(round_: list[tuple[str, Change]], *, moves_state: bool) -> list[list[Any]]:
+    """The parameters of ``_status_upsert(…, moves_state=…)`` for a round's changes."""
+    return columns_of(
         [
-            (event_id, c.case_id, c.at, c.kind, c.state, c.department, c.note)
-            for event_id, c in changes
-            if c.in_history
+            (c.case_id, c.state, c.category, c.department, c.resolve_due, c.note, c.at)
+            for _, c in round_
+            if (c.state is not None) == moves_state
         ],
         7,
     )
-    for round_ in in_rounds(changes):
-        status = [
-            (c.case_id, c.state, c.category, c.department, c.resolve_due, c.note, c.at)
-            for _, c in round_
-        ]
+
+
+async def apply_changes(conn: asyncpg.Connection, changes: list[tuple[str, Change]]) -> None:
+    """Fold (event id, change) pairs, in order, into the cases' public state and history:
+    one statement per round of ``in_rounds`` (as many as the most events one case has in
+    the batch), not one per event, which cost PostgreSQL an execution and asyncpg an
+    encoding per row."""
+    history = [
+        (event_id, c.case_id, c.at, c.kind, c.state, c.department, c.note)
+        for event_id, c in changes
+        if c.in_history
+    ]
+    for n, round_ in enumerate(in_rounds(changes)):
         await conn.execute(
             _APPLY_ROUND,
-            *history,
-            *columns_of([row for row in status if row[1] is not None], 7),
-            *columns_of([row for row in status if row[1] is None], 7),
+            *columns_of(history if n == 0 else [], 7),
+            *_status_columns(round_, moves_state=True),
+            *_status_columns(round_, moves_state=False),
         )
-        history = columns_of([], 7)
 
 
 def _view(row: asyncpg.Record, history: list[dict[str, Any]] | None = None) -> CaseView:
