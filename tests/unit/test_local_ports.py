@@ -20,8 +20,26 @@ def test_free_ports_lie_below_the_ephemeral_range_and_are_never_given_twice() ->
         sock.bind(("127.0.0.1", ports[-1]))  # and it is free to listen on
 
 
+def free_window(size: int) -> range:
+    """``size`` consecutive ports of the listening range that are free now: servers other
+    tests started (the broker, the database, services) hold ports anywhere in it."""
+    ports = listening_ports()
+    start = ports.start
+    while start + size <= ports.stop:
+        for port in range(start, start + size):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    start = port + 1
+                    break
+        else:
+            return range(start, start + size)
+    pytest.fail(f"no {size} free ports in a row in {ports}")
+
+
 def test_ports_in_use_are_skipped_until_none_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
-    window = range(listening_ports().start, listening_ports().start + 20)
+    window = free_window(20)
     monkeypatch.setattr(procs, "listening_ports", lambda: window)
     monkeypatch.setattr(procs, "_given", set())
     servers = []
