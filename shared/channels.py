@@ -88,8 +88,9 @@ def normalise_phone(value: str) -> str:
 
 
 def _http_url(value: str) -> str:
-    if not re.match(r"^https?://[^\s/$.?#][^\s]*$", value, re.IGNORECASE):
-        raise ValueError("must be an http(s) URL")
+    # No control character either: a NUL, which PostgreSQL cannot store, least of all.
+    if not re.match(r"^https?://[^\s\x00-\x1f\x7f/$.?#][^\s\x00-\x1f\x7f]*$", value, re.I):
+        raise ValueError("must be an http(s) URL without spaces or control characters")
     return value
 
 

@@ -119,6 +119,24 @@ def test_grid_report_is_trusted_and_keeps_grid_and_worker() -> None:
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "http://a.example/\x00",  # PostgreSQL's jsonb cannot hold a NUL
+        "https://a.example/p\x07.jpg",
+        "https://\x00a.example/p.jpg",
+        "https://a.example/p q.jpg",
+        "ftp://a.example/p.jpg",
+    ],
+)
+def test_a_photo_url_with_a_control_character_or_space_or_other_scheme_is_refused(
+    url: str,
+) -> None:
+    grid = {"channel": "grid", "source_ref": "G-1", "grid_worker_id": "W7"}
+    with pytest.raises(ValidationError, match=r"http\(s\) URL without spaces or control"):
+        GridReport.model_validate({**grid, "grid_id": "G-1", "photo_urls": [url]})
+
+
+@pytest.mark.parametrize(
     ("raw", "normalised"),
     [
         ("13812345678", "13812345678"),
