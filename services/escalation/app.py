@@ -542,20 +542,31 @@ class Escalation:
         due: list[tuple[Case, Clock, ladder.TimerSpec, datetime]],
         now: datetime,
     ) -> tuple[list[tuple[str, str]], list[tuple[str, str, int, str]]]:
-        """Record the breaches and escalations of live timers not fired before; announce and
-        re-arm the escalations. Two statements for the whole batch. Returns the breaches
-        (department, clock) and the escalations (case, department, level, clock) recorded.
+        """Record the breaches and escalations of timers not fired before; announce the
+        escalations and arm the timer after each firing. Two statements for the whole
+        batch. Returns the breaches (department, clock) and the escalations (case,
+        department, level, clock) recorded.
 
         The escalations row is also the firing's entry in the case's history: no timeline
         row is written for it.
         """
-        breaches = [
-            (case.case_id, clock.value, deadline, case.lead or "", now)
-            for case, clock, spec, deadline in due
-            if spec.level == ladder.BREACH
-        ]
-        live = [timer for timer in due if timer[2].level != ladder.BREACH]
         sla_ladder = self.pack.sla.ladder
+        # Keyed by clock and deadline: timers armed by an older version (a breach mark
+        # beside a first level at the deadline) may both be in the batch.
+        breaches = list(
+            {
+                (case.case_id, clock.value, deadline): (
+                    case.case_id,
+                    clock.value,
+                    deadline,
+                    case.lead or "",
+                    now,
+                )
+                for case, clock, spec, deadline in due
+                if ladder.marks_breach(sla_ladder, spec, deadline)
+            }.values()
+        )
+        live = [timer for timer in due if timer[2].level != ladder.BREACH]
         targets = {spec.level: ladder.targets_of(sla_ladder, spec.level) for _, _, spec, _ in live}
         recorded_breaches, recorded = await store.record_firings(
             conn,
@@ -584,6 +595,14 @@ class Escalation:
         messages = []
         levels: dict[str, int] = {}
         rearm: list[tuple[str, Clock, datetime, ladder.TimerSpec]] = []
+        for case, clock, spec, deadline in due:
+            # A breach mark of its own heads the chain: the first level follows it.
+            if spec.level == ladder.BREACH and (case.case_id, clock.value, deadline) in (
+                recorded_breaches
+            ):
+                following = ladder.next_timer(sla_ladder, deadline, spec, now)
+                if following is not None:
+                    rearm.append((case.case_id, clock, deadline, following))
         for case, clock, spec, deadline in live:
             key = (case.case_id, clock.value, deadline, spec.level, spec.repeat)
             if key not in recorded or case.lead is None:

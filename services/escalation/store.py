@@ -178,9 +178,7 @@ class Changes:
 
     cases: dict[str, Case] = field(default_factory=dict)
     assignments: dict[tuple[str, int], Case] = field(default_factory=dict)
-    clocks: dict[tuple[str, Clock], tuple[datetime, list[TimerSpec]] | None] = field(
-        default_factory=dict
-    )
+    clocks: dict[tuple[str, Clock], tuple[datetime, TimerSpec] | None] = field(default_factory=dict)
     timeline: list[tuple[str, datetime, str, str | None, str | None, dict[str, Any]]] = field(
         default_factory=list
     )
@@ -194,9 +192,9 @@ class Changes:
             self.assignments[(case.case_id, case.attempt)] = case
 
     def set_clock(
-        self, case_id: str, clock: Clock, armed: tuple[datetime, list[TimerSpec]] | None
+        self, case_id: str, clock: Clock, armed: tuple[datetime, TimerSpec] | None
     ) -> None:
-        """Replace the clock's timers: ``armed`` is (deadline, timers), None to disarm."""
+        """Replace the clock's timers: ``armed`` is (deadline, timer), None to disarm."""
         self.clocks[(case_id, clock)] = armed
 
 
@@ -290,10 +288,9 @@ WRITE_CHANGES = _write_changes_sql()
 def write_changes_arguments(schema: str, changes: Changes) -> list[Any]:
     """The parameters of ``WRITE_CHANGES`` for ``changes`` in ``schema``."""
     armed = [
-        (case_id, clock, setting[0], timer)
+        (case_id, clock, *setting)
         for (case_id, clock), setting in changes.clocks.items()
         if setting is not None
-        for timer in setting[1]
     ]
     return [
         records(

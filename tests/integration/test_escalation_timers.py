@@ -88,7 +88,65 @@ async def test_a_timer_fires_within_two_seconds_of_its_due_time(
         )
         == 30
     )
-    assert h.metric("timer_lateness_seconds_count") == 60  # 30 breach marks + 30 escalations
+    # One timer per clock: the first level at the deadline is also its breach mark.
+    assert h.metric("timer_lateness_seconds_count") == 30
+
+
+async def test_a_first_level_after_the_deadline_follows_the_breach_mark_it_is_armed_by(
+    make_harness, city_pack: Path
+) -> None:
+    set_sla(city_pack, LONG, [{"level": 1, "after": "2s", "targets": ["duty_contact"]}])
+    h = await make_harness()
+    await h.dispatch("B-1")
+    query = "SELECT level, repeat, deadline, due_at FROM timers WHERE clock = 'sign_for'"
+    [head] = await h.fetch(query)
+    deadline = head["deadline"]
+    assert (head["level"], head["repeat"], head["due_at"]) == (0, 0, deadline)
+    async with running(h):
+        await eventually(lambda: h.fetch("SELECT 1 FROM breaches"), timeout=10, message="breach")
+        # Marked at the deadline, nothing sent yet; the first level is armed 2 s later.
+        assert escalated(await h.outbox()) == []
+        assert [tuple(t) for t in await h.fetch(query)] == [
+            (1, 0, deadline, deadline + timedelta(seconds=2))
+        ]
+        await eventually(
+            lambda: h.fetch("SELECT 1 FROM escalations"), timeout=10, message="escalation"
+        )
+        await asyncio.sleep(0.5)
+    assert escalated(await h.outbox()) == [("B-1", "sign_for", 1, 0)]
+    [escalation] = await h.fetch("SELECT due_at, fired_at FROM escalations")
+    assert escalation["due_at"] == deadline + timedelta(seconds=2)
+    assert escalation["fired_at"] >= escalation["due_at"]
+    [breach] = await h.fetch("SELECT deadline, breached_at FROM breaches")
+    assert breach["deadline"] == deadline
+    assert breach["breached_at"] < escalation["due_at"]
+    assert h.metric("timer_lateness_seconds_count") == 2  # the breach mark, then level 1
+    assert await h.fetch(query) == []  # a top level without repeat ends the chain
+
+
+async def test_a_clock_armed_by_an_older_version_with_two_timers_records_its_breach_once(
+    make_harness, city_pack: Path
+) -> None:
+    """Timers armed before a clock held one: a breach mark beside the first level, both
+    due at the deadline, both claimed in one batch."""
+    set_sla(city_pack, LONG, [{"level": 1, "after": "0s", "targets": ["duty_contact"]}])
+    h = await make_harness()
+    await h.dispatch("U-1")
+    await h.fetch(
+        "INSERT INTO timers (case_id, clock, level, repeat, deadline, due_at)"
+        " SELECT case_id, clock, 0, 0, deadline, due_at FROM timers WHERE clock = 'sign_for'"
+    )
+    assert len(await h.fetch("SELECT 1 FROM timers WHERE clock = 'sign_for'")) == 2
+    async with running(h):
+        await eventually(
+            lambda: h.fetch("SELECT 1 FROM escalations"), timeout=10, message="escalation"
+        )
+        await asyncio.sleep(0.5)
+    assert escalated(await h.outbox()) == [("U-1", "sign_for", 1, 0)]
+    assert len(await h.fetch("SELECT 1 FROM breaches")) == 1
+    breaches = {"department": "community_committee", "clock": "sign_for"}
+    assert h.metric("deadline_breaches_total", breaches) == 1
+    assert await h.fetch("SELECT 1 FROM timers WHERE clock = 'sign_for'") == []
 
 
 async def test_two_replicas_never_fire_the_same_timer_twice(make_harness, city_pack: Path) -> None:
@@ -240,12 +298,12 @@ async def test_due_timers_a_failed_loop_held_are_fired_by_another_loop(
     set_sla(city_pack, {**LONG, "sign_for": "1s"}, [{"level": 1, "after": "0s", "targets": ["x"]}])
     h = await make_harness()
     await h.dispatch("H-1")
-    await asyncio.sleep(1.2)  # the deadline (breach mark) and level 1 are due
+    await asyncio.sleep(1.2)  # the deadline: level 1, which marks the breach, is due
     async with h.pool.acquire() as holder:
         holding = holder.transaction()
         await holding.start()
         held = await store.claim_due_timers(holder, 100)
-        assert {(t["clock"], t["timer_level"]) for t in held} == {("sign_for", 0), ("sign_for", 1)}
+        assert [(t["clock"], t["timer_level"]) for t in held] == [("sign_for", 1)]
         async with running(h):
             await asyncio.sleep(1.0)
             assert await h.fetch("SELECT 1 FROM escalations") == []  # another loop's to fire
@@ -344,7 +402,7 @@ async def test_setting_clocks_again_finds_their_timers_by_index_and_keeps_by_has
     at = utcnow()
     for n in range(1, 151):
         changes.set_clock(f"S{n}", Clock.SIGN_FOR, None)
-        changes.set_clock(f"S{n}", Clock.RESOLVE, (at, [TimerSpec(0, 0, at), TimerSpec(1, 0, at)]))
+        changes.set_clock(f"S{n}", Clock.RESOLVE, (at, TimerSpec(1, 0, at)))
     arguments = store.write_changes_arguments(h.escalation.schema, changes)
     async with h.pool.acquire() as conn:
         plan = await plan_of(conn, store.WRITE_CHANGES, *arguments, generic=generic)
@@ -353,53 +411,37 @@ async def test_setting_clocks_again_finds_their_timers_by_index_and_keeps_by_has
     assert "hashed SubPlan" in text, text  # not a comparison per pair of old and new timers
 
 
-async def test_setting_a_clock_again_keeps_unchanged_timers_and_replaces_the_rest(
+async def test_setting_a_clock_again_keeps_an_unchanged_timer_and_replaces_a_moved_one(
     make_harness,
 ) -> None:
     h = await make_harness()
     await h.dispatch("W-1")
-    before = await h.fetch(
-        "SELECT id, clock, level, repeat, deadline, due_at FROM timers WHERE case_id = 'W-1'"
-    )
-    sign_for = sorted(
-        (t for t in before if t["clock"] == Clock.SIGN_FOR.value), key=lambda t: t["level"]
-    )
-    assert len(sign_for) >= 2, before
-    kept, moved = sign_for[0], sign_for[1]
-    deadline = kept["deadline"]
+    before = {
+        t["clock"]: t
+        for t in await h.fetch(
+            "SELECT id, clock, level, repeat, deadline, due_at FROM timers WHERE case_id = 'W-1'"
+        )
+    }
+    assert {Clock.SIGN_FOR.value, Clock.RESOLVE.value} <= set(before), before
+    kept, moved = before[Clock.SIGN_FOR.value], before[Clock.RESOLVE.value]
+    later = moved["deadline"] + timedelta(minutes=5)
     changes = store.Changes()
     changes.set_clock(
-        "W-1",
-        Clock.SIGN_FOR,
-        (
-            deadline,
-            [
-                TimerSpec(kept["level"], kept["repeat"], kept["due_at"]),
-                TimerSpec(moved["level"], moved["repeat"], moved["due_at"] + timedelta(minutes=5)),
-                TimerSpec(7, 0, deadline + timedelta(hours=1)),
-            ],
-        ),
+        "W-1", Clock.SIGN_FOR, (kept["deadline"], TimerSpec(kept["level"], 0, kept["due_at"]))
     )
+    changes.set_clock("W-1", Clock.RESOLVE, (later, TimerSpec(moved["level"], 0, later)))
     changes.set_clock("W-1", Clock.CONTACT, None)
     async with h.pool.acquire() as conn, conn.transaction():
         await store.write_changes(conn, h.escalation.schema, changes)
 
-    after = {
-        (t["clock"], t["level"], t["repeat"]): t
-        for t in await h.fetch("SELECT * FROM timers WHERE case_id = 'W-1'")
-    }
-    assert set(after) == {
-        (Clock.SIGN_FOR.value, kept["level"], kept["repeat"]),
-        (Clock.SIGN_FOR.value, moved["level"], moved["repeat"]),
-        (Clock.SIGN_FOR.value, 7, 0),
-    } | {
-        (t["clock"], t["level"], t["repeat"])
-        for t in before
-        if t["clock"] not in (Clock.SIGN_FOR.value, Clock.CONTACT.value)
-    }
-    assert after[(Clock.SIGN_FOR.value, kept["level"], kept["repeat"])]["id"] == kept["id"]
-    moved_now = after[(Clock.SIGN_FOR.value, moved["level"], moved["repeat"])]
-    assert moved_now["due_at"] == moved["due_at"] + timedelta(minutes=5)
+    after = {t["clock"]: t for t in await h.fetch("SELECT * FROM timers WHERE case_id = 'W-1'")}
+    assert set(after) == {Clock.SIGN_FOR.value, Clock.RESOLVE.value}
+    assert after[Clock.SIGN_FOR.value]["id"] == kept["id"]
+    assert after[Clock.RESOLVE.value]["id"] != moved["id"]
+    assert (after[Clock.RESOLVE.value]["deadline"], after[Clock.RESOLVE.value]["due_at"]) == (
+        later,
+        later,
+    )
 
 
 async def test_a_new_case_its_timers_history_and_events_are_written_together(
@@ -412,7 +454,7 @@ async def test_a_new_case_its_timers_history_and_events_are_written_together(
     at = utcnow()
     changes = store.Changes()
     changes.save(twin)
-    changes.set_clock("W-3", Clock.RESOLVE, (at, [TimerSpec(1, 0, at)]))
+    changes.set_clock("W-3", Clock.RESOLVE, (at, TimerSpec(1, 0, at)))
     changes.timeline.append(("W-3", at, "note", None, "test", {"n": 1}))
     changes.timeline.append(("W-3", at, "note", None, "test", {"n": 2}))
     outbox_before = await h.outbox()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.escalation.ladder import BREACH, TimerSpec, arm, next_timer, targets_of
+from services.escalation.ladder import (
+    BREACH,
+    TimerSpec,
+    arm,
+    marks_breach,
+    next_timer,
+    targets_of,
+)
 from shared.citypack.sla import LadderStep
 
 DEADLINE = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -23,12 +30,44 @@ def minutes(n: float) -> datetime:
     return DEADLINE + timedelta(minutes=n)
 
 
-def test_a_deadline_arms_the_breach_mark_and_the_first_level() -> None:
-    assert arm(LADDER, DEADLINE) == [TimerSpec(BREACH, 0, DEADLINE), TimerSpec(1, 0, DEADLINE)]
+# The first level ten minutes past the deadline: the breach mark needs a timer of its own.
+LATE_START = [
+    LadderStep.model_validate({"level": 1, "after": "10m", "repeat": "30m"}),
+    *LADDER[1:],
+]
 
 
-def test_breach_mark_arms_nothing_more() -> None:
-    assert next_timer(LADDER, DEADLINE, TimerSpec(BREACH, 0, DEADLINE), DEADLINE) is None
+def test_a_deadline_arms_one_timer_the_first_level_when_it_starts_at_the_deadline() -> None:
+    assert arm(LADDER, DEADLINE) == TimerSpec(1, 0, DEADLINE)
+
+
+def test_the_first_level_at_the_deadline_marks_the_breach_on_its_first_firing_only() -> None:
+    assert marks_breach(LADDER, TimerSpec(1, 0, DEADLINE), DEADLINE)
+    assert not marks_breach(LADDER, TimerSpec(1, 1, minutes(30)), DEADLINE)
+    assert not marks_breach(LADDER, TimerSpec(2, 0, minutes(60)), DEADLINE)
+
+
+def test_a_first_level_after_the_deadline_is_armed_by_a_breach_mark_of_its_own() -> None:
+    head = arm(LATE_START, DEADLINE)
+    assert head == TimerSpec(BREACH, 0, DEADLINE)
+    assert marks_breach(LATE_START, head, DEADLINE)
+    first = next_timer(LATE_START, DEADLINE, head, DEADLINE)
+    assert first == TimerSpec(1, 0, minutes(10))
+    assert not marks_breach(LATE_START, first, DEADLINE)
+
+
+def test_a_breach_mark_found_late_arms_the_first_level_at_its_own_time() -> None:
+    # Every replica down until 25 min past: the first level (at 10 min) is due at once.
+    late = next_timer(LATE_START, DEADLINE, TimerSpec(BREACH, 0, DEADLINE), minutes(25))
+    assert late == TimerSpec(1, 0, minutes(10))
+
+
+def test_a_first_level_timer_armed_at_the_deadline_still_marks_the_breach_after_a_pack_change() -> (
+    None
+):
+    # Armed under a pack whose first level started at the deadline, fired under one whose
+    # first level starts 10 min later: the timer is still the chain's head.
+    assert marks_breach(LATE_START, TimerSpec(1, 0, DEADLINE), DEADLINE)
 
 
 def test_first_level_arms_its_repeat_before_the_next_level() -> None:
