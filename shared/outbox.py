@@ -27,6 +27,7 @@ from shared.db import (
     check_schema_name,
     columns_of,
     drop_old_plans,
+    session_settings,
 )
 from shared.events import CloudEvent, encode
 from shared.kafka import Publisher
@@ -124,7 +125,11 @@ class OutboxRelay:
 
     async def _run_connected(self, stop: asyncio.Event) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(
-            self._dsn, server_settings={"search_path": self._schema}
+            self._dsn,
+            server_settings={
+                **session_settings(self._schema),
+                "application_name": f"civicroute-{self._schema}-relay",
+            },
         )
         try:
             lock_key = f"civicroute.outbox.{self._schema}"
