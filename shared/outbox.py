@@ -27,7 +27,6 @@ from shared.db import (
     check_schema_name,
     columns_of,
     drop_old_plans,
-    session_settings,
 )
 from shared.events import CloudEvent, encode
 from shared.kafka import Publisher
@@ -125,11 +124,7 @@ class OutboxRelay:
 
     async def _run_connected(self, stop: asyncio.Event) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(
-            self._dsn,
-            server_settings={
-                **session_settings(self._schema),
-                "application_name": f"civicroute-{self._schema}-relay",
-            },
+            self._dsn, server_settings={"search_path": self._schema}
         )
         try:
             lock_key = f"civicroute.outbox.{self._schema}"

@@ -1,11 +1,10 @@
 """A queue's statements read it by index again soon after it grows past what their plans saw.
 
-Services' connections use a prepared statement's generic plan (``plan_cache_mode``
-``force_generic_plan``, ``shared.db.session_settings``). Such a plan is made for the
-tables as they are and kept until their statistics change, and a queue can grow from a
-few rows to thousands between two autovacuum rounds. So each pool connection drops its
-plans now and then (``shared.db.drop_old_plans``), and the next plan is made for the
-table as it has grown.
+Services let PostgreSQL keep a prepared statement's generic plan (its default
+``plan_cache_mode``). Such a plan is made for the tables as they are and kept until
+their statistics change, and a queue can grow from a few rows to thousands between two
+autovacuum rounds. So each pool connection drops its plans now and then
+(``shared.db.drop_old_plans``), and the next plan is made for the table as it has grown.
 """
 
 from __future__ import annotations
@@ -77,7 +76,8 @@ async def plan_after_growth(database_url: str, queue: str, refresh: float) -> li
             await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
             await add(conn, 5)
             await conn.execute(f"ANALYZE {table}")
-            # A name to EXPLAIN; the generic plan is the pool's own setting.
+            # Session settings, for this test only: the generic plan, and a name to EXPLAIN.
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
             await conn.execute("PREPARE kept AS " + statement)
             made = scans(await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE kept({nulls})"))
             assert ("Seq Scan", table) in made, made  # a nearly empty table is read whole

@@ -174,25 +174,6 @@ async def test_pool_connections_see_only_their_schema_first(database_url: str) -
         await pool.close()
 
 
-async def test_pool_connections_run_a_batch_statement_on_its_generic_plan_not_planned_per_call(
-    database_url: str,
-) -> None:
-    pool = await connect_pool(database_url, "alpha")
-    try:
-        await migrate(pool, "alpha", None)
-        async with pool.acquire() as conn:
-            assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
-            await conn.execute(
-                "PREPARE batch AS SELECT * FROM processed_events WHERE event_id = ANY($1::text[])"
-            )
-            plan = await conn.fetchval("EXPLAIN (FORMAT JSON) EXECUTE batch(ARRAY['a', 'b', 'c'])")
-            # Planned for any array ($1), not for this one's three values.
-            assert "$1" in str(plan), plan
-            assert "'a'" not in str(plan), plan
-    finally:
-        await pool.close()
-
-
 async def test_a_connection_lost_before_its_plans_are_dropped_is_replaced_and_its_work_stands(
     database_url: str,
 ) -> None:
