@@ -551,20 +551,14 @@ class Escalation:
         row is written for it.
         """
         sla_ladder = self.pack.sla.ladder
-        # Keyed by clock and deadline: timers armed by an older version (a breach mark
+        # One per (case, clock, deadline): timers armed by an older version (a breach mark
         # beside a first level at the deadline) may both be in the batch.
         breaches = list(
-            {
-                (case.case_id, clock.value, deadline): (
-                    case.case_id,
-                    clock.value,
-                    deadline,
-                    case.lead or "",
-                    now,
-                )
+            dict.fromkeys(
+                (case.case_id, clock.value, deadline, case.lead or "", now)
                 for case, clock, spec, deadline in due
                 if ladder.marks_breach(sla_ladder, spec, deadline)
-            }.values()
+            )
         )
         live = [timer for timer in due if timer[2].level != ladder.BREACH]
         targets = {spec.level: ladder.targets_of(sla_ladder, spec.level) for _, _, spec, _ in live}
