@@ -8,6 +8,9 @@ Phases, each on a fresh database and topic namespace:
 3. ``zh`` — a synthetic mixed-channel load (hotline, app, grid) with the Chinese pack.
 4. ``timers`` — ``--timers`` armed timers in PostgreSQL, ``--burst`` of them due in
    the same second, fired by escalation.
+5. ``floor`` (``--floor``) — the contract's bare messaging (Kafka, signed webhooks and
+   callbacks) at ``--floor-rate`` with none of the logic: a lower bound on the CPU the
+   whole system needs at that rate (``tests/bench/floor.py``).
 
 Department receivers (separate processes) sign for and resolve cases after random
 delays; a fraction never answer, so escalations fire. The last line printed is
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import sys
@@ -40,7 +44,7 @@ from shared.citypack import load_pack
 from shared.heap import settle_heap
 from shared.settings import DEFAULT_CITIES_DIR
 from shared.topics import TopicNames, ensure_topics
-from tests.bench import load, pg_statements
+from tests.bench import floor, load, pg_statements
 from tests.bench.figures import CpuMeter, percentile, rss_mb, summarise_flow
 from tests.bench.kafka_baseline import kafka_round_trip, warm_broker
 from tests.bench.profiles import start_profiles
@@ -107,6 +111,15 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=60,
         help="seconds of steady traffic on a broker the bench started, before measuring",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="measure the contract's bare messaging at --floor-rate (a lower bound on CPU)",
+    )
+    parser.add_argument("--floor-rate", type=float, default=1000, help="requests/s for --floor")
+    parser.add_argument(
+        "--floor-seconds", type=float, default=20, help="measured seconds per kind of work"
     )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
@@ -277,6 +290,12 @@ class Bench:
             triaged = await _triaged(database_url)
             queued = await _still_queued(database_url)
             dead_letters = await _count_dead_letters(self.bootstrap, topics)
+            work = floor.per_request(
+                len(published),
+                await _topic_sizes(self.bootstrap, topics, args.partitions),
+                stats["webhooks"],
+                sum(stats["callbacks"].values()),
+            )
             figures = summarise_flow(published, stats, window, triaged, queued)
             figures |= {
                 "rss_mb": rss,
@@ -289,12 +308,35 @@ class Bench:
                 "silent_cases": stats["silent_cases"],
                 "callback_retries": stats["callback_retries"],
                 "callback_p50_p99_s": stats["callback_p50_p99_s"],
+                "per_request": dataclasses.asdict(work),
             }
             say(f"{source}: {orjson.dumps(_brief(figures)).decode()}")
             return figures
         finally:
             services.stop()
             receiver.stop()
+
+    async def floor(self, flows: dict[str, Any]) -> dict[str, Any]:
+        """The contract's bare messaging at --floor-rate, in the counts the last flow had."""
+        args = self.args
+        last = next(reversed(flows.values()), None)
+        work = floor.PerRequest(**last["per_request"]) if last else floor.DEFAULT_PER_REQUEST
+        workdir = self.workdir / "floor"
+        secrets_file = workdir / "secrets.yaml"
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_secrets(secrets_file, [f"department-{n}" for n in range(16)])
+        brokers = [t for t in self.started if isinstance(t, KafkaBroker) and t.process]
+        run = floor.FloorRun(
+            bootstrap=self.bootstrap,
+            namespace=f"floor{uuid.uuid4().hex[:8]}.",
+            workdir=workdir,
+            secrets_file=secrets_file,
+            broker_pid=brokers[0].process.pid if brokers else None,
+            warmup=5,
+            seconds=args.floor_seconds,
+            say=say,
+        )
+        return await floor.measure(run, work, args.floor_rate, args.partitions)
 
     def _pids(self, services: ServiceSet, receiver: Managed) -> dict[str, int]:
         pids = {name: proc.pid for name, proc in services.procs.items()}
@@ -456,6 +498,26 @@ async def _count_dead_letters(bootstrap: str, topics: TopicNames) -> int:
     return count
 
 
+async def _topic_sizes(bootstrap: str, topics: TopicNames, partitions: int) -> dict[str, int]:
+    """Messages on each of a flow's topics (created fresh for it), by topic name."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from shared.topics import Topic, partitions_for
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        sizes: dict[str, int] = {}
+        for topic in Topic:
+            names = [
+                TopicPartition(topics(topic), n) for n in range(partitions_for(topic, partitions))
+            ]
+            sizes[topic.value] = sum((await consumer.end_offsets(names)).values())
+        return sizes
+    finally:
+        await consumer.stop()
+
+
 def _brief(figures: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in figures.items() if k not in ("events_by_type", "latencies_ms")}
 
@@ -488,7 +550,14 @@ async def main_async(bench: Bench) -> dict[str, Any]:
             statements_admin_url=bench.admin_url if bench.statement_stats else None,
         )
         say(f"timers: {orjson.dumps(result['timers']).decode()}")
-    return {**_headline(flows, result, args), "sources": {k: _brief(v) for k, v in flows.items()}}
+    if args.floor:
+        result["floor"] = await bench.floor(flows)
+        say(f"floor: {orjson.dumps(result['floor']).decode()}")
+    return {
+        **_headline(flows, result, args),
+        "sources": {k: _brief(v) for k, v in flows.items()},
+        **({"floor": result["floor"]} if "floor" in result else {}),
+    }
 
 
 def _headline(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.bench import profiles
+from tests.bench import floor, profiles
 from tests.bench.figures import percentile, summarise_flow
 
 
@@ -91,3 +91,61 @@ def test_latency_is_split_where_the_router_stamped_its_dispatch() -> None:
     assert figures["p50_ms"] == pytest.approx(500.0)  # the unstamped one still counts end to end
     assert figures["hops_p50_p99_ms"]["published_to_routed"] == pytest.approx([200.0, 400.0])
     assert figures["hops_p50_p99_ms"]["routed_to_lead"] == pytest.approx([400.0, 1000.0])
+
+
+def test_the_work_per_request_is_each_topic_and_http_count_over_what_was_published() -> None:
+    sizes = {"citizen.requests.v1": 400, "requests.accepted.v1": 380, "case.events.v1": 1700}
+    work = floor.per_request(400, sizes, webhooks=1000, callbacks=760)
+    assert work.messages == {
+        "citizen.requests.v1": 1.0,
+        "requests.accepted.v1": 0.95,
+        "case.events.v1": 4.25,
+    }
+    assert (work.webhooks, work.callbacks) == (2.5, 1.9)
+    with pytest.raises(ValueError, match="nothing was published"):
+        floor.per_request(0, sizes, webhooks=0, callbacks=0)
+
+
+def _measured(units: float, cpu_seconds: float) -> dict[str, Any]:
+    return {"units": units, "seconds": 10.0, "cpu_seconds": cpu_seconds}
+
+
+def test_the_floor_projects_each_kinds_cpu_per_unit_to_the_target_rate() -> None:
+    work = floor.PerRequest(
+        messages={"citizen.requests.v1": 1, "requests.accepted.v1": 1, "case.events.v1": 4},
+        webhooks=2.5,
+        callbacks=2,
+    )
+    # 100 µs a message, 200 µs a webhook; the callbacks kept only half their pace
+    # (5,000 of 10,000 in the window) at 400 µs each
+    measured = {
+        "kafka": _measured(60_000, 6.0),
+        "webhooks": _measured(25_000, 5.0),
+        "callbacks": _measured(5_000, 2.0),
+    }
+    figures = floor.floor_figures(work, 1000, measured, cores=2)
+    kinds = figures["kinds"]
+    assert [kinds[k]["cores_at_rate"] for k in ("kafka", "webhooks", "callbacks")] == [
+        0.6,
+        0.5,
+        0.8,
+    ]
+    assert kinds["callbacks"]["done_per_s"] == 500
+    assert kinds["callbacks"]["target_per_s"] == 2000
+    assert [kinds[k]["kept_pace"] for k in ("kafka", "webhooks", "callbacks")] == [
+        True,
+        True,
+        False,
+    ]
+    assert figures["floor_cores_at_rate"] == 1.9
+    assert figures["floor_cpu_ms_per_request"] == 1.9
+    assert figures["max_rps_on_cores"] == 1052.6  # 2 cores / 1.9 ms
+    # every message is read by each service subscribed to its topic: 1 + 2 + 4 × 4
+    assert figures["per_request"]["kafka_messages_read"] == 19
+
+
+def test_a_kind_that_did_nothing_in_its_window_is_an_error_not_a_free_floor() -> None:
+    work = floor.DEFAULT_PER_REQUEST
+    measured = {"kafka": _measured(0, 0.5)}
+    with pytest.raises(ValueError, match="kafka: no work"):
+        floor.floor_figures(work, 1000, measured, cores=2)
