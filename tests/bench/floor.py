@@ -92,6 +92,14 @@ def per_request(
     )
 
 
+def messages_done(produced: dict[str, int], read: int) -> int:
+    """Messages every reader of their topic had read: lagging readers lower the pace."""
+    expected = sum(n * len(READERS[topic]) for topic, n in produced.items())
+    if not expected:
+        return 0
+    return round(sum(produced.values()) * min(1.0, read / expected))
+
+
 def floor_figures(
     work: PerRequest, rate: float, measured: dict[str, dict[str, Any]], cores: int
 ) -> dict[str, Any]:
@@ -436,12 +444,10 @@ class FloorRun:
                 proc.stop()
         produced = {topic: self.reported(f"produce-{topic}")["units"] for topic in rates}
         read = sum(self.reported(name)["units"] for name in consumers)
-        expected = sum(n * len(READERS[topic]) for topic, n in produced.items())
-        if read < expected:
-            self.say(f"floor: kafka consumers read {read} of {expected} when stopped")
-        # a message counts as done once every reader has it: lagging readers lower the pace
-        done = sum(produced.values()) * min(1.0, read / expected) if expected else 0
-        return self.kind(round(done), cores)
+        done = messages_done(produced, read)
+        if done < sum(produced.values()):
+            self.say(f"floor: kafka consumers had read {read} messages when stopped")
+        return self.kind(done, cores)
 
     async def http(self, kind: str, server: Managed, url: str, rate: float) -> dict[str, Any]:
         """Signed JSON posts from one aiohttp process to ``server`` at ``rate`` a second."""

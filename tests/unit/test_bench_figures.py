@@ -149,3 +149,10 @@ def test_a_kind_that_did_nothing_in_its_window_is_an_error_not_a_free_floor() ->
     measured = {"kafka": _measured(0, 0.5)}
     with pytest.raises(ValueError, match="kafka: no work"):
         floor.floor_figures(work, 1000, measured, cores=2)
+
+
+def test_kafka_work_is_done_only_as_far_as_every_reader_of_each_topic_has_read() -> None:
+    produced = {"citizen.requests.v1": 100, "case.events.v1": 400}  # 100 + 4 × 400 reads
+    assert floor.messages_done(produced, read=1700) == 500
+    assert floor.messages_done(produced, read=850) == 250  # readers halfway behind
+    assert floor.messages_done({}, read=0) == 0
