@@ -42,9 +42,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from deploy.local.procs import Managed, free_port, wait_for
+from deploy.local.procs import Managed, free_port, port_open, wait_for
 from deploy.local.stack import REPO
 from tests.bench.figures import CpuMeter
+from tests.bench.kafka_baseline import MESSAGE_BYTES, service_like_consumer
 
 # Who reads each topic: the README's topic table (each service's consumer in its app.py).
 READERS = {
@@ -52,7 +53,6 @@ READERS = {
     "requests.accepted.v1": ("router", "notify"),
     "case.events.v1": ("intake", "router", "notify", "escalation"),
 }
-MESSAGE_BYTES = 1200  # about a dispatched CloudEvent
 # How often a worker sends what fell due: HTTP senders post each request on its own; the
 # producers hand the broker 50 ms of messages at a time, fuller batches than the services'
 # relays send at these rates (one per transaction), so that the floor errs low.
@@ -192,20 +192,7 @@ async def produce(args: argparse.Namespace) -> None:
 
 
 async def consume(args: argparse.Namespace) -> None:
-    from aiokafka import AIOKafkaConsumer
-
-    from shared.settings import CommonSettings
-
-    fields = CommonSettings.model_fields  # the services' defaults
-    consumer = AIOKafkaConsumer(
-        *args.topics.split(","),
-        bootstrap_servers=args.bootstrap,
-        group_id=args.group,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=fields["kafka_fetch_max_wait_ms"].default,
-        fetch_min_bytes=fields["kafka_fetch_min_bytes"].default,
-        auto_commit_interval_ms=fields["kafka_commit_interval_ms"].default,
-    )
+    consumer = service_like_consumer(args.bootstrap, args.topics.split(","), args.group)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -343,9 +330,6 @@ class FloorRun:
     seconds: float
     say: Callable[[str], None]
 
-    def __post_init__(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": str(REPO)}
@@ -449,17 +433,17 @@ class FloorRun:
             self.say(f"floor: kafka consumers had read {read} messages when stopped")
         return self.kind(done, cores)
 
-    async def http(self, kind: str, server: Managed, url: str, rate: float) -> dict[str, Any]:
+    async def http(
+        self, kind: str, server: Managed, port: int, path: str, rate: float
+    ) -> dict[str, Any]:
         """Signed JSON posts from one aiohttp process to ``server`` at ``rate`` a second."""
-        base = url.split("/", 3)[:3]
-        health = "/".join(base) + "/floor-ready"
         try:
-            wait_for(lambda: _listening(health), 30, what=server.name, alive=server)
+            wait_for(lambda: port_open(port), 30, what=server.name, alive=server)
             sender = self.worker(
                 f"send-{kind}",
                 "send",
                 "--url",
-                url,
+                f"http://127.0.0.1:{port}{path}",
                 "--rate",
                 str(rate),
                 "--seconds",
@@ -479,17 +463,6 @@ class FloorRun:
         if figures["failed"]:
             self.say(f"floor: {kind}: {figures['failed']} posts failed")
         return self.kind(figures["units"], cores)
-
-
-def _listening(url: str) -> bool:
-    """The server answers HTTP at all (any status)."""
-    import httpx
-
-    try:
-        httpx.get(url, timeout=1)
-    except httpx.HTTPError:
-        return False
-    return True
 
 
 async def measure(run: FloorRun, work: PerRequest, rate: float, partitions: int) -> dict[str, Any]:
@@ -516,10 +489,7 @@ async def measure(run: FloorRun, work: PerRequest, rate: float, partitions: int)
         ],
     )
     measured["webhooks"] = await run.http(
-        "webhook",
-        receiver,
-        f"http://127.0.0.1:{receiver_port}/hooks/{{department}}",
-        work.webhooks * rate,
+        "webhook", receiver, receiver_port, "/hooks/{department}", work.webhooks * rate
     )
     run.say(f"floor: callbacks, {work.callbacks * rate:.0f}/s")
     port = free_port()
@@ -532,10 +502,7 @@ async def measure(run: FloorRun, work: PerRequest, rate: float, partitions: int)
         str(run.secrets_file),
     )
     measured["callbacks"] = await run.http(
-        "callback",
-        server,
-        f"http://127.0.0.1:{port}/v1/cases/floor-{{n}}/sign",
-        work.callbacks * rate,
+        "callback", server, port, "/v1/cases/floor-{n}/sign", work.callbacks * rate
     )
     return floor_figures(work, rate, measured, os.cpu_count() or 1)
 

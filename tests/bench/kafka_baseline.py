@@ -61,6 +61,20 @@ async def kafka_round_trip(bootstrap: str, partitions: int, messages: int = 50_0
         await producer.stop()
 
 
+def service_like_consumer(bootstrap: str, topics: list[str], group: str) -> AIOKafkaConsumer:
+    """A consumer fetching as the services' do (their default settings, no environment)."""
+    fields = CommonSettings.model_fields
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fields["kafka_fetch_max_wait_ms"].default,
+        fetch_min_bytes=fields["kafka_fetch_min_bytes"].default,
+        auto_commit_interval_ms=fields["kafka_commit_interval_ms"].default,
+    )
+
+
 async def warm_broker(bootstrap: str, partitions: int, seconds: float, rate: float = 1000) -> int:
     """Steady produce→consume traffic for ``seconds``, the way the services use the broker.
 
@@ -77,19 +91,8 @@ async def warm_broker(bootstrap: str, partitions: int, seconds: float, rate: flo
         await admin.create_topics([NewTopic(topic, partitions, 1) for topic in topics])
     finally:
         await admin.close()
-    fields = CommonSettings.model_fields  # the services' defaults (no environment needed)
     producer = make_producer(bootstrap, idempotent=True, client_id="bench-warmup")
-    consumers = [
-        AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            group_id=f"{topic}-group",
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=fields["kafka_fetch_max_wait_ms"].default,
-            fetch_min_bytes=fields["kafka_fetch_min_bytes"].default,
-        )
-        for topic in topics
-    ]
+    consumers = [service_like_consumer(bootstrap, [topic], f"{topic}-group") for topic in topics]
     await producer.start()
     for consumer in consumers:
         await consumer.start()
