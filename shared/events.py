@@ -122,7 +122,8 @@ class Jurisdiction(Payload):
     district: str | None = None
     street: str | None = None
     grid_id: str | None = None
-    method: Literal["grid", "point", "address", "fallback"] = "fallback"
+    # home: no place found; the pack's home jurisdiction is assumed (routes.yaml `place`)
+    method: Literal["grid", "point", "address", "home", "fallback"] = "fallback"
 
 
 class CaseDispatched(Payload):
@@ -145,6 +146,8 @@ class CaseDispatched(Payload):
 class CaseTriaged(Payload):
     case_id: str
     reason: str
+    # low_confidence, no_route, no_place, out_of_jurisdiction, returns, all_excluded
+    kind: str | None = None
     confidence: float = Field(ge=0, le=1)
     candidates: list[str] = Field(default_factory=list)
     trace: list[str] = Field(default_factory=list)

@@ -223,6 +223,7 @@ class Router:
         payload = CaseTriaged(
             case_id=request.case_id,
             reason=triage.reason,
+            kind=triage.kind,
             confidence=triage.confidence,
             candidates=triage.candidates,
             trace=triage.trace,

@@ -1,7 +1,9 @@
 """Routing decisions as pure functions of a request, the city pack and a trained model. No I/O.
 
 The steps, each leaving a line in the trace kept for audit:
-1. where: grid id, else point in polygon, else a place name in the address or text;
+1. where: grid id, else point in polygon, else a place name in the address or text; with the
+   pack's place rule, another district's name sets the request aside (out_of_jurisdiction) and
+   no place at all means the home jurisdiction (routed by subject);
 2. what: a grid worker's checklist category is trusted, else the classifier;
 3. who: the routing tree of ``routes.yaml`` (its rules may override the classifier);
 4. whether: below the pack's confidence threshold, or with no route, a human triages it.
@@ -24,7 +26,9 @@ from shared.citypack.taxonomy import Category
 from shared.events import CitizenRequest, Jurisdiction, Urgency
 
 Method = Literal["trusted", "model", "rule", "manual"]
-TriageKind = Literal["low_confidence", "no_route", "returns", "all_excluded"]
+TriageKind = Literal[
+    "low_confidence", "no_route", "no_place", "out_of_jurisdiction", "returns", "all_excluded"
+]
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,55 @@ def locate(request: CitizenRequest, pack: CityPack) -> tuple[Jurisdiction, str]:
     notes.append("no known place name in the address or text")
     return Jurisdiction(method="fallback", grid_id=where.grid_id), (
         "jurisdiction unknown: " + "; ".join(notes)
+    )
+
+
+def named_elsewhere(request: CitizenRequest, pack: CityPack) -> tuple[str, str] | None:
+    """The other district of the city (and the name used for it) that the address, else the
+    text, names — unless the same words also name the home district."""
+    rule = pack.routes.place
+    if rule is None or not rule.elsewhere:
+        return None
+    home = _home_names(pack)
+    for text in (request.location.address_text, request_text(request)):
+        if not text or any(name in text for name in home):
+            continue
+        for district, aliases in rule.elsewhere.items():
+            for name in (district, *aliases):
+                if name in text:
+                    return district, name
+    return None
+
+
+def _home_names(pack: CityPack) -> tuple[str, ...]:
+    rule = pack.routes.place
+    for area in pack.jurisdictions.of_level("district"):
+        if rule is not None and area.id == rule.home:
+            return (area.name, *area.aliases)
+    return ()
+
+
+def place_rule(
+    request: CitizenRequest, pack: CityPack, jurisdiction: Jurisdiction
+) -> tuple[Jurisdiction, str | None, tuple[str, str] | None]:
+    """Apply the pack's place rule to where ``locate`` got: (jurisdiction, trace line, the other
+    district named). A grid or a point inside the map is never overruled by a name in the text."""
+    rule = pack.routes.place
+    if rule is None or jurisdiction.method in ("grid", "point"):
+        return jurisdiction, None, None
+    outside = named_elsewhere(request, pack)
+    if outside is not None:
+        district, name = outside
+        line = f"place: names {name!r}: {district}, outside this jurisdiction"
+        return jurisdiction, line, outside
+    if jurisdiction.method != "fallback":
+        return jurisdiction, None, None
+    home = _home_names(pack)
+    return (
+        Jurisdiction(district=rule.home, grid_id=jurisdiction.grid_id, method="home"),
+        f"place: none found; routed by subject inside the home jurisdiction "
+        f"{home[0] if home else rule.home}",
+        None,
     )
 
 
@@ -300,8 +353,9 @@ def decide(
     excluded: frozenset[str] = frozenset(),
 ) -> Outcome:
     jurisdiction, where = locate(request, pack)
+    jurisdiction, placed, outside = place_rule(request, pack, jurisdiction)
     classification = classify(request, pack, model)
-    trace = [where, *classification.trace]
+    trace = [where, *([placed] if placed else []), *classification.trace]
     if excluded:
         trace.append(f"excluded (returned it before): {', '.join(sorted(excluded))}")
     ctx = context_for(request, classification.category, jurisdiction, pack)
@@ -319,6 +373,14 @@ def decide(
             trace=[*trace, f"triage: {reason}"],
         )
 
+    if outside is not None:
+        district, name = outside
+        return triage(
+            "out_of_jurisdiction",
+            f"names {district}{f' (as {name!r})' if name != district else ''}: not this "
+            "jurisdiction's; a person transfers it (转办)",
+            classification.confidence,
+        )
     if not leads:
         what = classification.category or "no category"
         return triage("no_route", f"no route for {what}", classification.confidence)
@@ -346,6 +408,15 @@ def decide(
                     f"confidence {confidence:.2f} below the threshold {threshold:.2f}",
                     confidence,
                 )
+    needs_place = category in pack.categories and pack.categories[category].needs_place
+    place_rule_ = pack.routes.place
+    unplaced = jurisdiction.method == "home" and needs_place and place_rule_ is not None
+    if unplaced and place_rule_ is not None and place_rule_.no_place == "triage":
+        return triage(
+            "no_place",
+            f"{category} needs a place and none was found: a person asks for it",
+            confidence,
+        )
     chosen: Hit | None = primary
     if primary.lead in excluded:
         chosen = next(
@@ -363,6 +434,9 @@ def decide(
     if jurisdiction.method == "fallback" and fallback.when_no_jurisdiction:
         lead, cooperating, route_id = fallback.lead, list(fallback.cooperating), None
         trace.append(f"place unknown: {fallback.lead} takes it (兜底)")
+    elif unplaced:
+        lead, cooperating, route_id = fallback.lead, list(fallback.cooperating), None
+        trace.append(f"{category} needs a place, none found: {fallback.lead} takes it (兜底)")
     elif lead is None:
         lead, cooperating, route_id = fallback.lead, list(fallback.cooperating), None
         trace.append(f"every matching route's lead returned it: {fallback.lead} takes it (兜底)")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.citypack.departments import Department, DepartmentsFile
 from shared.citypack.jurisdictions import JurisdictionError, Jurisdictions, load_jurisdictions
-from shared.citypack.routes import PLACE_LABELS, Route, RoutesFile
+from shared.citypack.routes import PLACE_LABELS, PlaceRule, Route, RoutesFile
 from shared.citypack.sla import SlaFile, SlaPolicy
 from shared.citypack.taxonomy import Category, TaxonomyFile
 from shared.events import Urgency
@@ -167,9 +167,31 @@ def _load_routes(
     _check_departments(
         doc, ("fallback",), routes.fallback.lead, routes.fallback.cooperating, departments
     )
+    if routes.place is not None:
+        _check_place(doc, routes.place, jurisdictions)
     checker = _RouteChecker(doc, departments, categories, jurisdictions)
     checker.check_level(routes.routes, (), set(categories), None, None)
     return routes
+
+
+def _check_place(doc: YamlDoc, place: PlaceRule, jurisdictions: Jurisdictions) -> None:
+    """The home must be a district of the pack's map; no other district may share its names."""
+    districts = {a.id: a for a in jurisdictions.of_level("district")}
+    home = districts.get(place.home)
+    if home is None:
+        known = ", ".join(sorted(districts)) or "none"
+        raise doc.error(
+            ("place", "home"),
+            f"home {place.home!r} is not a district of jurisdictions.geojson (districts: {known})",
+        )
+    own = {home.name, *home.aliases}
+    for name, aliases in place.elsewhere.items():
+        clash = own & {name, *aliases}
+        if clash:
+            raise doc.error(
+                ("place", "elsewhere", name),
+                f"{', '.join(sorted(clash))} names the home district {home.name}",
+            )
 
 
 class _RouteChecker:

@@ -162,6 +162,22 @@ class Fallback(Strict):
     when_no_jurisdiction: bool = True
 
 
+class PlaceRule(Strict):
+    """Where the pack serves, kept apart from what a request is about.
+
+    A request with no place found is routed by its subject inside ``home`` (the
+    hotline serves that district); only categories marked ``needs_place`` in the
+    taxonomy then go to a person (``no_place: triage``) or to the fallback lead
+    (``no_place: fallback``). A request placed by its address or text in one of the
+    ``elsewhere`` districts (name -> other names for it) is set aside for a person to
+    transfer (转办) and never auto-dispatched.
+    """
+
+    home: str
+    elsewhere: dict[str, list[str]] = Field(default_factory=dict)
+    no_place: Literal["triage", "fallback"] = "triage"
+
+
 class ClassifierSettings(Strict):
     model: str = "tfidf-linear"
     words: Literal["jieba", "latin"] = "latin"
@@ -175,6 +191,7 @@ class RoutesFile(Strict):
     # After this many returns (退单) a case goes to triage instead of another department.
     max_returns: int = Field(default=2, ge=1, le=10)
     fallback: Fallback
+    place: PlaceRule | None = None
     routes: list[Route] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -185,6 +202,11 @@ class RoutesFile(Strict):
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        if self.place is not None and self.fallback.when_no_jurisdiction:
+            raise ValueError(
+                "place and fallback.when_no_jurisdiction exclude each other: with a place rule "
+                "a request with no place is routed by its subject (set when_no_jurisdiction: false)"
+            )
         return self
 
     def walk(self) -> list[tuple[tuple[int, ...], Route]]:

@@ -43,6 +43,8 @@ class Category(Strict):
     urgency: Urgency = Urgency.GENERAL
     keywords: list[str] = Field(default_factory=list)
     group: str | None = None
+    # A pothole needs a place to be acted on; a wage claim does not (routes.yaml `place`).
+    needs_place: bool = False
     attributes: list[ServiceAttribute] = Field(default_factory=list)
 
 

@@ -138,6 +138,35 @@ def accepted(text: str, *, address: str | None, at: str = "2025-03-04T10:00:00")
     )
 
 
+async def test_place_rule_routes_unplaced_by_subject_and_sets_other_districts_aside(
+    router: RouterProcess,
+) -> None:
+    wages = accepted("公司拖欠我们工资三个月了，老板电话也不接", address=None)
+    elsewhere = accepted("小区门口的垃圾一直没人清运", address="海淀区学院路20号院")
+    for request in (wages, elsewhere):
+        await router.publish(
+            Topic.REQUESTS_ACCEPTED, EventType.REQUEST_ACCEPTED, request.case_id, request
+        )
+    dispatched = await eventually(
+        lambda: router.of(EventType.CASE_DISPATCHED, wages.case_id), timeout=60
+    )
+    triaged = await eventually(
+        lambda: router.of(EventType.CASE_TRIAGED, elsewhere.case_id), timeout=60
+    )
+    assert dispatched[0]["lead"] == "human_resources_social_security"
+    assert dispatched[0]["jurisdiction"]["method"] == "home"
+    assert triaged[0]["kind"] == "out_of_jurisdiction"
+    assert "海淀区" in triaged[0]["reason"]
+    assert await router.of(EventType.CASE_DISPATCHED, elsewhere.case_id) == []
+    async with httpx.AsyncClient(base_url=router.url) as http:
+        queue = (
+            await http.get("/v1/triage", headers={"Authorization": f"Bearer {OPERATOR_KEY}"})
+        ).json()
+    assert [(c["case_id"], c["kind"]) for c in queue["items"]] == [
+        (elsewhere.case_id, "out_of_jurisdiction")
+    ]
+
+
 async def test_accepted_requests_are_dispatched_or_triaged_once_with_their_trace(
     router: RouterProcess,
 ) -> None:

@@ -13,7 +13,7 @@ import yaml
 from services.router import domain
 from services.router.classifier import KeywordClassifier
 from services.router.model_store import load_or_train
-from shared.citypack import CityPack, load_pack
+from shared.citypack import CityPack, PackError, load_pack
 from shared.events import Channel, CitizenRequest, Location, Urgency
 from shared.settings import DEFAULT_CITIES_DIR
 
@@ -89,7 +89,7 @@ def test_place_name_in_the_text_when_the_address_is_empty(pack: CityPack) -> Non
     assert trace.startswith("jurisdiction: text names '金台路'")
 
 
-def test_unknown_place_goes_to_the_district_government_with_the_reason(
+def test_another_districts_address_is_set_aside_never_dispatched(
     pack: CityPack, keywords: domain.Model
 ) -> None:
     outcome = domain.decide(
@@ -97,14 +97,103 @@ def test_unknown_place_goes_to_the_district_government_with_the_reason(
         pack,
         keywords,
     )
+    assert isinstance(outcome, domain.Triage)
+    assert outcome.kind == "out_of_jurisdiction"
+    assert "海淀区" in outcome.reason
+    assert "转办" in outcome.reason
+    assert "place: names '海淀区': 海淀区, outside this jurisdiction" in outcome.trace
+
+
+def test_another_district_named_only_by_a_landmark_in_the_text_is_set_aside(
+    pack: CityPack, keywords: domain.Model
+) -> None:
+    outcome = domain.decide(request("我在中关村一家公司上班，老板拖欠工资三个月"), pack, keywords)
+    assert isinstance(outcome, domain.Triage)
+    assert outcome.kind == "out_of_jurisdiction"
+    assert "海淀区 (as '中关村')" in outcome.reason
+
+
+def test_text_naming_the_home_district_too_is_not_set_aside(
+    pack: CityPack, keywords: domain.Model
+) -> None:
+    outcome = domain.decide(
+        request("我从海淀区搬到朝阳区团结湖，小区垃圾桶满了没人清运"), pack, keywords
+    )
+    assert isinstance(outcome, domain.Decision)
+    assert outcome.lead == "community_committee"
+
+
+def test_a_grid_inside_the_map_is_not_overruled_by_a_district_named_in_the_text(
+    pack: CityPack, keywords: domain.Model
+) -> None:
+    outcome = domain.decide(
+        request("垃圾桶满了，海淀来的清运车不管", grid="G-CY-0012"), pack, keywords
+    )
+    assert isinstance(outcome, domain.Decision)
+    assert outcome.jurisdiction.method == "grid"
+
+
+def test_no_place_is_routed_by_subject_inside_the_home_district(
+    pack: CityPack, keywords: domain.Model
+) -> None:
+    outcome = domain.decide(request("公司拖欠工资三个月了，老板不见人"), pack, keywords)
+    assert isinstance(outcome, domain.Decision)
+    assert outcome.lead == "human_resources_social_security"
+    assert (outcome.jurisdiction.method, outcome.jurisdiction.district) == ("home", "chaoyang")
+    assert "place: none found; routed by subject inside the home jurisdiction 朝阳区" in (
+        outcome.trace
+    )
+
+
+def test_a_category_that_needs_a_place_goes_to_a_person_when_none_is_found(
+    pack: CityPack, keywords: domain.Model
+) -> None:
+    outcome = domain.decide(request("垃圾桶满了好几天没人清运"), pack, keywords)
+    assert isinstance(outcome, domain.Triage)
+    assert outcome.kind == "no_place"
+    assert outcome.category == "sanitation.litter"
+    assert outcome.trace[-1].startswith("triage: sanitation.litter needs a place")
+
+
+def test_a_pack_may_send_unplaced_requests_to_its_fallback_unit(
+    city_pack: Path, keywords: domain.Model
+) -> None:
+    path = city_pack / "routes.yaml"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("no_place: triage", "no_place: fallback"),
+        encoding="utf-8",
+    )
+    outcome = domain.decide(request("垃圾桶满了好几天没人清运"), load_pack(city_pack), keywords)
     assert isinstance(outcome, domain.Decision)
     assert outcome.lead == "district_government"
-    assert outcome.jurisdiction.method == "fallback"
-    assert outcome.trace[0] == (
-        "jurisdiction unknown: grid 'G-9' unknown; point outside every polygon; "
-        "no known place name in the address or text"
+    assert (
+        "sanitation.litter needs a place, none found: district_government takes it (兜底)"
+        in outcome.trace
     )
-    assert "place unknown: district_government takes it (兜底)" in outcome.trace
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("home: chaoyang", "home: haidian", "home 'haidian' is not a district"),
+        ("home: chaoyang", "home: jianwai", "home 'jianwai' is not a district"),
+        ("延庆区: [延庆]", "延庆区: [延庆, 朝阳]", "朝阳 names the home district 朝阳区"),
+        (
+            "when_no_jurisdiction: false",
+            "when_no_jurisdiction: true",
+            "place and fallback.when_no_jurisdiction exclude each other",
+        ),
+    ],
+)
+def test_pack_loader_refuses_a_broken_place_rule(
+    city_pack: Path, old: str, new: str, message: str
+) -> None:
+    path = city_pack / "routes.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    with pytest.raises(PackError, match=message):
+        load_pack(city_pack)
 
 
 def test_category_route_gives_lead_cooperating_sla_and_trace(
