@@ -94,9 +94,15 @@ def _http_url(value: str) -> str:
     return value
 
 
+# No appeal platform predates this; older times are typing errors (year 1 cannot be stored).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def _not_future(value: datetime) -> datetime:
     if value > datetime.now(UTC) + CLOCK_SKEW:
         raise ValueError("lies in the future")
+    if value < EARLIEST:
+        raise ValueError(f"lies before {EARLIEST.date().isoformat()}")
     return value
 
 

@@ -11,11 +11,14 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 
+import asyncpg
+import orjson
 import structlog
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.metrics import Metrics
@@ -27,6 +30,95 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 RETRY_AFTER_SECONDS = 2
 
 
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
+def body_holds_nul(body: bytes) -> bool:
+    """A NUL character anywhere in a body: raw, or as a JSON string's ``\\u0000``.
+
+    PostgreSQL's text and jsonb cannot store it; refused up front, it never reaches a
+    transaction it would fail (nor a batch shared with other callers)."""
+    if b"\x00" in body:
+        return True
+    if b"\\u0000" not in body:
+        return False
+    try:
+        return _holds_nul(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return False  # not JSON: the route's own parsing refuses it
+
+
+class RefuseNul:
+    """ASGI middleware: 400 for a NUL character in the path, the query or (unless the
+    service cleans its text itself, as intake does) a request body."""
+
+    def __init__(self, app: ASGIApp, *, bodies: bool = True) -> None:
+        self.app = app
+        self.bodies = bodies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or _query_holds_nul(scope.get("query_string", b"")):
+            await _refuse(send, "a NUL character in the path or query is not allowed")
+            return
+        if not self.bodies or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body_holds_nul(body):
+            await _refuse(send, "a NUL character in the request body is not allowed")
+            return
+        await self.app(scope, _replay([{"type": "http.request", "body": body}]), send)
+
+
+def _query_holds_nul(query: bytes) -> bool:
+    return b"\x00" in query or b"%00" in query
+
+
+def _replay(messages: list[Message]) -> Receive:
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _refuse(send: Send, detail: str) -> None:
+    body = orjson.dumps({"detail": detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def create_app(
     *,
     service: str,
@@ -34,8 +126,10 @@ def create_app(
     checks: Mapping[str, ReadinessCheck],
     title: str | None = None,
     description: str = "",
+    refuse_nul_in_bodies: bool = True,
 ) -> FastAPI:
     app = FastAPI(title=title or f"civicroute {service}", description=description, version="1")
+    app.add_middleware(RefuseNul, bodies=refuse_nul_in_bodies)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -84,6 +178,18 @@ def create_app(
 
     for error_type in TRANSIENT_DB_ERRORS:
         app.add_exception_handler(error_type, database_unavailable)
+
+    async def out_of_range(request: Request, error: Exception) -> JSONResponse:
+        # A value the database or the calendar cannot hold (an integer past int64, a date
+        # past year 9999): the client's input, not a fault; nothing was committed.
+        log.warning("value out of range", path=request.url.path, error=type(error).__name__)
+        return JSONResponse(
+            {"detail": "a value in the request is out of range; nothing was changed"},
+            status_code=400,
+        )
+
+    for error_type in (OverflowError, asyncpg.exceptions.DataError):
+        app.add_exception_handler(error_type, out_of_range)
 
     return app
 

@@ -45,7 +45,13 @@ class Service:
     """One civicroute service process. ``name`` is also its database schema."""
 
     def __init__(
-        self, name: str, settings: CommonSettings, *, http_port: int, migrations: Path | None
+        self,
+        name: str,
+        settings: CommonSettings,
+        *,
+        http_port: int,
+        migrations: Path | None,
+        refuse_nul_in_bodies: bool = True,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -64,6 +70,7 @@ class Service:
             service=name,
             metrics=self.metrics,
             checks={"postgres": self._check_db, "kafka": self._check_kafka},
+            refuse_nul_in_bodies=refuse_nul_in_bodies,
         )
 
     @property

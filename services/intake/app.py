@@ -308,7 +308,14 @@ async def run(settings: IntakeSettings) -> int:
     except ApiKeysError as error:
         print(f"bad settings: CIVIC_API_KEYS_FILE {error}", file=sys.stderr)
         return 2
-    service = Service(SERVICE, settings, http_port=settings.http_port, migrations=MIGRATIONS)
+    # intake's request models strip control characters (NUL included) from text itself
+    service = Service(
+        SERVICE,
+        settings,
+        http_port=settings.http_port,
+        migrations=MIGRATIONS,
+        refuse_nul_in_bodies=False,
+    )
     await service.start()
     intake = Intake(
         pool=service.pool,

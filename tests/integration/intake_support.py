@@ -89,7 +89,7 @@ async def make_env(
         keys=keys,
         open311=Open311Config(JURISDICTION, "ops@example.org", "https://example.org/keys"),
     )
-    app = create_app(service="intake", metrics=metrics, checks={})
+    app = create_app(service="intake", metrics=metrics, checks={}, refuse_nul_in_bodies=False)
     intake.install(app)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake")
     return IntakeEnv(intake, app, http, pool, registry, topics, database_url)

@@ -213,6 +213,8 @@ _DROP = object()
         (_with(("photo_urls",), ["javascript:alert(1)"]), "photo_urls", "http(s)"),
         (_with(("submitted_at",), "2999-01-01T00:00:00+00:00"), "submitted_at", "future"),
         (_with(("submitted_at",), "2026-01-01T00:00:00"), "submitted_at", "timezone"),
+        (_with(("submitted_at",), "0001-01-01T00:00:00+14:00"), "submitted_at", "before 2000"),
+        (_with(("submitted_at",), "0001-01-01T00:00:00Z"), "submitted_at", "before 2000"),
         (_with(("reporter_phone",), "12345"), "reporter_phone", "E.164"),
         (_with(("lat",), "north"), "lat", "number"),
         (_with(("source_ref",), _DROP), "source_ref", "required"),

@@ -465,3 +465,16 @@ async def test_a_nul_character_in_a_query_or_an_id_gets_400(intake_env: IntakeEn
         response = await intake_env.http.get(url, params=params)
         assert response.status_code == 400, (url, response.text)
         assert "NUL" in response.text
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"start_date": "9999-12-31T00:00:00Z"}, {"end_date": "0001-01-01T00:00:00Z"}],
+    ids=["start-at-year-9999", "end-at-year-1"],
+)
+async def test_a_date_window_at_the_calendars_edge_gets_400_not_500(
+    intake_env: IntakeEnv, params: dict[str, str]
+) -> None:
+    response = await intake_env.http.get(f"{BASE}/requests.json", params=params)
+    assert response.status_code == 400, response.text
+    assert "out of range" in response.text
