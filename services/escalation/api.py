@@ -265,28 +265,29 @@ def make_router(escalation: Escalation) -> APIRouter:
     department_endpoint("return", "Not ours (退单): the router re-routes it without us")
     department_endpoint("resolve", "Resolved (办结), with the reply to the citizen")
 
-    @router.post("/v1/cases/{case_id}/feedback", tags=["department callbacks"])
+    @router.post("/v1/cases/{case_id}/feedback", tags=["citizen side"])
     async def feedback(case_id: str, request: Request) -> JSONResponse:
-        """The citizen's rating: from the call-back centre (API key, role platform or operator)
-        or signed by the department holding the case. Unsatisfied reopens the case."""
+        """The citizen's rating, from the citizen's side only: the call-back centre's return
+        visit (回访) or the platform, with an API key (roles platform or operator). A
+        department never rates a case, its own or another's: its signed attempt gets 403 and
+        changes nothing. Unsatisfied reopens the case."""
         raw = await request.body()
+        if presented_key(request) is None:
+            raise HTTPException(
+                403,
+                "a department cannot rate a case: ratings come from the citizen's side "
+                "(the call-back centre's return visit or the citizen's app)",
+            )
+        rater = require(keys, request, *RATERS).name
         body: FeedbackBody = _parse(FeedbackBody, raw)
-        callback = None
-        if presented_key(request) is not None:
-            rater = require(keys, request, *RATERS).name
-        else:
-            if body.department is None:
-                raise HTTPException(422, "department is required on a signed feedback callback")
-            webhook_id = _verify(escalation, body.department, raw, request)
-            callback = (webhook_id, body.department, _digest(request, raw))
-            rater = body.actor or body.department
-
-        def decide(case: Case, now: datetime) -> Outcome:
-            if callback is not None and case.lead != body.department:
-                raise Refused(403, f"{body.department} does not hold case {case_id}")
-            return lifecycle.rate(case, body.rating, rater, body.note, now, escalation.clocks)
-
-        return await _act(escalation, case_id, "feedback", decide, callback)
+        return await _act(
+            escalation,
+            case_id,
+            "feedback",
+            lambda case, now: lifecycle.rate(
+                case, body.rating, body.actor or rater, body.note, now, escalation.clocks
+            ),
+        )
 
     @router.post("/v1/cases/{case_id}/extend/approve", tags=["supervisors"])
     async def approve(case_id: str, request: Request, body: DecisionBody) -> JSONResponse:

@@ -283,7 +283,7 @@ async def test_redelivered_and_stale_router_events_change_nothing(h: Harness) ->
     assert await h.snapshot("C-11") == before
 
 
-async def test_feedback_unsatisfied_reopens_and_the_rater_must_be_allowed(h: Harness) -> None:
+async def test_no_department_may_rate_a_case_not_even_its_own(h: Harness) -> None:
     await h.dispatch("C-12")
     await h.call("C-12", "sign", {"department": LEAD})
     await h.call("C-12", "resolve", {"department": LEAD, "reply": "cleared"})
@@ -292,13 +292,23 @@ async def test_feedback_unsatisfied_reopens_and_the_rater_must_be_allowed(h: Har
         "app", "POST", "/v1/cases/C-12/feedback", json={"rating": "unsatisfied"}
     )
     assert app_client.status_code == 403
-    other_department = await h.call(
-        "C-12", "feedback", {"department": WATER, "rating": "satisfied"}
-    )
-    assert other_department.status_code == 403
+    for department in (WATER, LEAD):  # another department, then the lead itself
+        signed = await h.call("C-12", "feedback", {"department": department, "rating": "satisfied"})
+        assert signed.status_code == 403
+        assert "cannot rate" in signed.json()["detail"]
     assert await h.snapshot("C-12") == before
-    reopened = await h.call(
-        "C-12", "feedback", {"department": LEAD, "rating": "unsatisfied", "note": "still dirty"}
+    assert (await h.outbox_types("C-12"))[-1] != "rated"
+
+
+async def test_citizen_side_unsatisfied_rating_reopens_the_case(h: Harness) -> None:
+    await h.dispatch("C-12")
+    await h.call("C-12", "sign", {"department": LEAD})
+    await h.call("C-12", "resolve", {"department": LEAD, "reply": "cleared"})
+    reopened = await h.as_role(
+        "platform",
+        "POST",
+        "/v1/cases/C-12/feedback",
+        json={"rating": "unsatisfied", "note": "still dirty", "actor": "op-017"},
     )
     assert reopened.status_code == 200
     assert reopened.json()["state"] == "reopened"
