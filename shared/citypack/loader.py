@@ -316,6 +316,18 @@ def _load_sla(directory: Path, categories: dict[str, Category]) -> SlaFile:
             raise doc.error(
                 ("categories", category), f"unknown category {category!r} (not in taxonomy.yaml)"
             )
+    for urgency in sla.policies:
+        for category in (None, *sla.categories):
+            name, policy = sla.policy(category, urgency)
+            late = policy.clock_past_resolve()
+            if late is not None:
+                loc = ("policies", urgency) if category is None else ("categories", category)
+                raise doc.error(
+                    loc,
+                    f"policy {name}: the {late} clock "
+                    f"({getattr(policy, late).describe()}) may end after the resolve clock "
+                    f"({policy.resolve.describe()})",
+                )
     levels = [step.level for step in sla.ladder]
     if levels != sorted(levels) or len(set(levels)) != len(levels):
         raise doc.error(("ladder",), "ladder levels must be distinct and in rising order")

@@ -57,6 +57,16 @@ class ClockSpec(Strict):
         """The allowance as plain elapsed time (what it would be on a wall clock without DST)."""
         return timedelta(days=self.days) + self.rest
 
+    def never_after(self, other: ClockSpec) -> bool:
+        """True when this clock always ends no later than ``other`` (both started together).
+
+        A working-day allowance is never shorter than its nominal wall time, so a wall clock
+        within another's nominal time is within it; a working clock is only comparable with
+        another working clock."""
+        if self.basis is Basis.WORKING and other.basis is not Basis.WORKING:
+            return False
+        return self.nominal <= other.nominal
+
     def describe(self) -> str:
         text = format_duration(self.nominal)
         return f"{text} working" if self.basis is Basis.WORKING else text
@@ -80,6 +90,13 @@ class SlaPolicy(Strict):
     sign_for: ClockSpec
     contact: ClockSpec
     resolve: ClockSpec
+
+    def clock_past_resolve(self) -> str | None:
+        """The first clock that may end after the resolve clock, if any."""
+        for clock in ("sign_for", "contact"):
+            if not getattr(self, clock).never_after(self.resolve):
+                return clock
+        return None
 
 
 class PolicyOverride(Strict):
@@ -130,16 +147,22 @@ class SlaFile(Strict):
     ladder: list[LadderStep] = Field(min_length=1)
 
     def policy(self, category: str | None, urgency: str) -> tuple[str, SlaPolicy]:
-        """The effective policy and its name: the urgency's, with the category's overrides."""
+        """The effective policy and its name: the urgency's, with the category's overrides.
+
+        The urgency's deadlines are an upper bound: a category's clock applies only where it
+        is tighter, so an emergency heating failure keeps the emergency clocks."""
         name = urgency if urgency in self.policies else "general"
         base = self.policies[name]
         override = self.categories.get(category) if category else None
         if override is None:
             return name, base
-        changes = override.model_dump(exclude_none=True)
-        merged = SlaPolicy(
-            sign_for=override.sign_for or base.sign_for,
-            contact=override.contact or base.contact,
-            resolve=override.resolve or base.resolve,
-        )
-        return (f"{name}/{category}" if changes else name), merged
+        clocks = {
+            clock: mine
+            for clock in ("sign_for", "contact", "resolve")
+            if (mine := getattr(override, clock)) is not None
+            and mine.never_after(getattr(base, clock))
+            and mine != getattr(base, clock)
+        }
+        if not clocks:
+            return name, base
+        return f"{name}/{category}", base.model_copy(update=clocks)

@@ -84,3 +84,56 @@ def test_bad_sla_file_stops_with_file_and_line(
     with pytest.raises(PackError, match=message) as error:
         load_pack(city_pack)
     assert f"{city_pack / 'sla.yaml'} line " in str(error.value)
+
+
+def test_a_category_override_never_loosens_an_urgencys_clocks() -> None:
+    pack = load_pack(DEFAULT_CITIES_DIR / "demo-zh")
+    emergency = pack.sla.policies["emergency"]
+    # Heating's 12 h resolve and 4 h contact are looser than an emergency's 2 h and 1 h.
+    name, heating = pack.sla.policy("utilities.heating", "emergency")
+    assert name == "emergency"
+    assert heating == emergency
+    # Under the general policy the same override tightens both clocks, so it applies.
+    name, general = pack.sla.policy("utilities.heating", "general")
+    assert name == "general/utilities.heating"
+    assert general.resolve.nominal.total_seconds() == 12 * 3600
+    assert general.contact.nominal.total_seconds() == 4 * 3600
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"categories": {"utilities.heating": {"resolve": "12h"}}},
+            "/utilities.heating: the contact clock",
+        ),
+        (
+            {
+                "policies": {
+                    "general": {"sign_for": "2h", "contact": "10d", "resolve": "7d"},
+                }
+            },
+            "policy general: the contact clock (10d) may end after the resolve clock (7d)",
+        ),
+        (
+            {
+                "policies": {
+                    "general": {
+                        "sign_for": "2h",
+                        "contact": {"within": "3d", "calendar": "working"},
+                        "resolve": "3d",
+                    },
+                }
+            },
+            "the contact clock (3d working) may end after the resolve clock (3d)",
+        ),
+    ],
+    ids=["override-resolve-before-contact", "contact-after-resolve", "working-vs-wall"],
+)
+def test_pack_with_a_clock_ending_after_resolve_is_refused(
+    city_pack: Path, change: dict[str, object], message: str
+) -> None:
+    edit(city_pack, change)
+    with pytest.raises(PackError) as error:
+        load_pack(city_pack)
+    assert message in str(error.value)
