@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from datetime import date
 from functools import lru_cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import chinese_calendar
 import holidays
 
-from shared.citypack.sla import CalendarConfig
+if TYPE_CHECKING:  # the pack loader imports this module: no import back at run time
+    from shared.citypack.sla import CalendarConfig
 
 
 class WorkCalendar(Protocol):
