@@ -232,7 +232,7 @@ async def test_signing_stops_the_sign_for_ladder_but_not_the_resolve_clock(
 ) -> None:
     set_sla(
         city_pack,
-        {"sign_for": "1s", "contact": "1d", "resolve": "3s"},
+        {"sign_for": "1s", "contact": "3s", "resolve": "3s"},
         [{"level": 1, "after": "0s", "targets": ["duty_contact"]}],
     )
     h = await make_harness()
@@ -242,14 +242,16 @@ async def test_signing_stops_the_sign_for_ladder_but_not_the_resolve_clock(
     assert response.status_code == 200
     async with running(h):
         await eventually(
-            lambda: h.fetch("SELECT 1 FROM escalations HAVING count(*) >= 3"),
+            lambda: h.fetch("SELECT 1 FROM escalations HAVING count(*) >= 5"),
             timeout=30,
             message="escalations",
         )
         await asyncio.sleep(1.5)
     fired = sorted(escalated(await h.outbox()))
     assert fired == [
+        ("S-1", "contact", 1, 0),
         ("S-1", "resolve", 1, 0),
+        ("S-2", "contact", 1, 0),
         ("S-2", "resolve", 1, 0),
         ("S-2", "sign_for", 1, 0),
     ]
@@ -270,12 +272,13 @@ async def test_signing_stops_the_sign_for_ladder_but_not_the_resolve_clock(
 async def test_a_moved_clock_does_not_fire_its_old_timers(make_harness, city_pack: Path) -> None:
     set_sla(
         city_pack,
-        {"sign_for": "1h", "contact": "1d", "resolve": "3s"},
+        {"sign_for": "1s", "contact": "2s", "resolve": "3s"},
         [{"level": 1, "after": "0s", "targets": ["duty_contact"]}],
     )
     h = await make_harness()
     await h.dispatch("M-1")
     await h.call("M-1", "sign", {"department": "community_committee"})
+    await h.call("M-1", "contact", {"department": "community_committee"})
     new_due = utcnow() + timedelta(hours=5)
     await h.call(
         "M-1",
