@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
@@ -29,7 +30,43 @@ from shared.events import Clock, Rating
 from shared.webhooks import SignatureError, verify
 
 if TYPE_CHECKING:
-    from services.escalation.app import Answer, Escalation
+    import asyncpg
+
+    from services.escalation.clocks import SlaClocks
+    from shared.apikeys import ApiKeys
+    from shared.citypack import CityPack
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a caller is told of its action: the status and the body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+# A decision on a locked case at an instant: the lifecycle function to apply.
+Decide = Callable[[Case, datetime], Outcome]
+
+
+class Escalation(Protocol):
+    """What the HTTP API needs of the service (``app.Escalation`` provides it)."""
+
+    pool: asyncpg.Pool
+    pack: CityPack
+    secrets: dict[str, list[str]]
+    api_keys: ApiKeys
+    clocks: SlaClocks
+    now: Callable[[], datetime]
+
+    async def act(
+        self,
+        case_id: str,
+        action: str,
+        decide: Decide,
+        callback: tuple[str, str, str] | None = None,
+    ) -> Answer: ...
+
 
 MAX_CALLBACK_BYTES = 64 * 1024
 READERS = ("supervisor", "ops", "operator", "platform")

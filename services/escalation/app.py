@@ -15,6 +15,7 @@ import structlog
 from pydantic import BaseModel, Field
 
 from services.escalation import api, ladder, lifecycle, report, store
+from services.escalation.api import Answer, Decide
 from services.escalation.arrivals import Arrivals
 from services.escalation.clocks import SlaClocks
 from services.escalation.lifecycle import Case, Outcome, Refused
@@ -111,15 +112,6 @@ class EscalationSettings(CommonSettings):
         " dispatch to land before its 404: the department's webhook can overtake it",
     )
 
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    body: dict[str, Any]
-
-
-# A decision on a locked case at an instant: the lifecycle function to apply.
-Decide = Callable[[Case, datetime], Outcome]
 
 _REPLAY = "webhook-id already used for another request (replay)"
 

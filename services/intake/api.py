@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 import structlog
@@ -23,7 +23,36 @@ from shared.events import Location, Reporter
 from shared.logs import mask_text
 
 if TYPE_CHECKING:
-    from services.intake.app import Intake
+    import asyncpg
+
+    from services.intake.domain import ChannelPayload
+    from services.intake.open311 import Open311Config
+    from services.intake.store import Acceptance
+    from shared.apikeys import ApiKeys
+    from shared.citypack import CityPack
+
+
+class Intake(Protocol):
+    """What the HTTP APIs need of the service (``app.Intake`` provides it)."""
+
+    pool: asyncpg.Pool
+    pack: CityPack
+    keys: ApiKeys
+    open311: Open311Config
+
+    def rejected(self, via: str, reason: Rejection, channel: str = "unknown") -> None: ...
+
+    async def submit(
+        self,
+        payload: ChannelPayload,
+        *,
+        via: str,
+        idempotency: IdempotencyKey | None,
+        started: float,
+    ) -> Acceptance: ...
+
+    async def case(self, case_id: str) -> CaseView | None: ...
+
 
 log = structlog.get_logger(__name__)
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -25,6 +24,7 @@ from services.intake.domain import (
     resolve_category,
 )
 from services.intake.lifecycle import CASE_EVENT_TYPES, CaseView, Change, change_for
+from services.intake.open311 import Open311Config
 from services.intake.store import (
     Acceptance,
     IdempotencyKey,
@@ -65,13 +65,6 @@ class IntakeSettings(CommonSettings):
     open311_key_service: str = Field(
         default="", description="Open311 discovery: where clients ask for an api_key"
     )
-
-
-@dataclass(frozen=True)
-class Open311Config:
-    jurisdiction: str
-    contact: str
-    key_service: str
 
 
 class Intake:

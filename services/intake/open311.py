@@ -33,6 +33,15 @@ UNCLASSIFIED_CODE = "unclassified"
 UNCLASSIFIED_NAME = "Not yet classified"
 
 
+@dataclass(frozen=True)
+class Open311Config:
+    """What Open311 discovery tells clients, and the jurisdiction the API answers for."""
+
+    jurisdiction: str
+    contact: str
+    key_service: str
+
+
 class Open311Error(Exception):
     """An error answered in the spec's format: ``[{"code": status, "description": ...}]``."""
 

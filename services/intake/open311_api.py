@@ -10,21 +10,18 @@ import hashlib
 import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.intake import open311 as o3
-from services.intake.api import BodyTooLarge, idempotency_key, read_limited
+from services.intake.api import BodyTooLarge, Intake, idempotency_key, read_limited
 from services.intake.domain import Rejection
 from services.intake.store import CaseFilter, IdempotencyKey, case_for_token, find_cases, get_case
 from shared.apikeys import Client, presented_key
 from shared.events import utcnow
-
-if TYPE_CHECKING:
-    from services.intake.app import Intake
 
 PREFIX = "/open311/v2"
 VIA = "open311"

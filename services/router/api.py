@@ -7,7 +7,7 @@ of a client with role ``operator`` (``ops`` may read too).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -17,7 +17,34 @@ from shared.apikeys import require
 from shared.events import Jurisdiction, Urgency
 
 if TYPE_CHECKING:
-    from services.router.app import Router
+    from services.router.domain import Decision
+    from services.router.model_store import Trained
+    from shared.apikeys import ApiKeys
+    from shared.citypack import CityPack
+    from shared.events import Urgency
+    from shared.service import Service
+
+
+class Router(Protocol):
+    """What the HTTP API needs of the service (``app.Router`` provides it)."""
+
+    service: Service
+    pack: CityPack
+    keys: ApiKeys
+    trained: Trained
+
+    async def route_by_hand(
+        self,
+        case_id: str,
+        *,
+        category: str,
+        lead: str,
+        cooperating: list[str],
+        urgency: Urgency | None,
+        reason: str,
+        operator: str,
+    ) -> tuple[Decision, int]: ...
+
 
 READERS = ("operator", "ops")
 
