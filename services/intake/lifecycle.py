@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from shared.citypack.public import PublicText
 from shared.events import (
     CaseAction,
     CaseDeadlinesSet,
@@ -136,19 +137,11 @@ def open311_status(state: str) -> Literal["open", "closed"]:
     return "closed" if state in CLOSED_STATES else "open"
 
 
-def status_notes(state: str, agency: str | None, note: str | None) -> str | None:
-    """Open311 ``status_notes``: the department's own words when it gave some, else a line."""
+def status_notes(
+    state: str, agency: str | None, note: str | None, public: PublicText
+) -> str | None:
+    """Open311 ``status_notes``: the department's own words when it gave some, else the
+    pack's line for the state, in the pack's language."""
     if note:
         return note
-    return {
-        RECEIVED: "Received; being routed to the responsible department.",
-        "triage": "Received; a dispatcher is choosing the responsible department.",
-        "dispatched": f"Assigned to {agency}." if agency else "Assigned.",
-        "signed": f"{agency} has taken the case." if agency else "Taken.",
-        "in_progress": f"{agency} is working on it." if agency else "In progress.",
-        "extended": "The deadline was extended.",
-        "returned": "Being re-assigned to the responsible department.",
-        "resolved": "Resolved.",
-        "reopened": "Reopened.",
-        "closed": "Closed.",
-    }.get(state)
+    return public.status_note(state, agency)

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from services.intake.lifecycle import CLOSED_STATES, CaseView, open311_status, status_notes
 from shared.channels import MAX_DESCRIPTION, AppReport
 from shared.citypack.departments import Department
+from shared.citypack.public import PublicText
 from shared.citypack.taxonomy import Category, ServiceAttribute
 from shared.events import CitizenRequest
 from shared.logs import mask_text
@@ -376,6 +377,7 @@ def request_record(
     departments: Mapping[str, Department],
     *,
     extensions: bool,
+    public: PublicText,
 ) -> dict[str, Any]:
     """One request as Open311 shows it to anyone: no personal data, masked free text."""
     request = view.request
@@ -386,7 +388,7 @@ def request_record(
     record: dict[str, Any] = {
         "service_request_id": request.case_id,
         "status": open311_status(view.state),
-        "status_notes": mask_text(status_notes(view.state, agency, view.status_notes) or "")
+        "status_notes": mask_text(status_notes(view.state, agency, view.status_notes, public) or "")
         or None,
         "service_name": category.name if category else UNCLASSIFIED_NAME,
         "service_code": category.service_code if category else UNCLASSIFIED_CODE,

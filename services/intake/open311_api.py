@@ -67,7 +67,9 @@ def make_router(intake: Intake) -> APIRouter:
         return checked
 
     def record(view: Any, extensions: bool) -> dict[str, Any]:
-        return o3.request_record(view, categories, departments, extensions=extensions)
+        return o3.request_record(
+            view, categories, departments, extensions=extensions, public=intake.pack.public
+        )
 
     @router.get("/discovery.{fmt}")
     async def discovery(fmt: str, request: Request) -> Response:

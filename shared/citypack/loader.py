@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.citypack.departments import Department, DepartmentsFile
 from shared.citypack.jurisdictions import JurisdictionError, Jurisdictions, load_jurisdictions
+from shared.citypack.public import PublicText
 from shared.citypack.routes import PLACE_LABELS, PlaceRule, Route, RoutesFile
 from shared.citypack.sla import SlaFile, SlaPolicy
 from shared.citypack.taxonomy import Category, TaxonomyFile
@@ -95,6 +96,7 @@ class CityPack:
     routes: RoutesFile
     sla: SlaFile
     jurisdictions: Jurisdictions = field(default_factory=Jurisdictions)
+    public: PublicText = field(default_factory=PublicText)
 
     @property
     def examples_dir(self) -> Path:
@@ -127,7 +129,15 @@ def load_pack(directory: Path) -> CityPack:
         routes=_load_routes(directory, departments, categories, jurisdictions),
         sla=_load_sla(directory, categories),
         jurisdictions=jurisdictions,
+        public=_load_public(directory),
     )
+
+
+def _load_public(directory: Path) -> PublicText:
+    path = directory / "public.yaml"
+    if not path.is_file():
+        return PublicText()
+    return parse(read_yaml(path), PublicText)
 
 
 def _load_departments(directory: Path) -> dict[str, Department]:

@@ -291,7 +291,7 @@ async def test_lifecycle_gives_status_agency_and_expected_datetime(intake_env: I
     assert dispatched["status"] == "open"
     assert dispatched["agency_responsible"] == "水务局"
     assert dispatched["expected_datetime"] == due.isoformat()
-    assert dispatched["status_notes"] == "Assigned to 水务局."
+    assert dispatched["status_notes"] == "已派至水务局办理。"  # the pack speaks Chinese
 
     resolved_at = now + timedelta(hours=3)
     await _project(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ from services.intake.open311 import (
     submission,
     to_xml,
 )
-from shared.citypack import load_pack
+from shared.citypack import PackError, load_pack
 from shared.events import (
     CaseDeadlinesSet,
     CaseEscalated,
@@ -122,8 +123,42 @@ def test_every_problem_of_a_form_is_reported_at_once() -> None:
 def test_lifecycle_maps_to_open311_open_and_closed() -> None:
     assert [open311_status(s) for s in ("received", "signed", "reopened")] == ["open"] * 3
     assert [open311_status(s) for s in ("resolved", "closed")] == ["closed"] * 2
-    assert status_notes("dispatched", "水务局", None) == "Assigned to 水务局."
-    assert status_notes("resolved", "水务局", "已修复") == "已修复"
+
+
+@pytest.mark.parametrize(
+    ("city", "dispatched", "signed", "unheld"),
+    [
+        ("demo-zh", "已派至水务局办理。", "水务局已签收。", "已派至责任部门办理。"),
+        (
+            "nyc",
+            "Assigned to 水务局.",
+            "水务局 has taken the case.",
+            "Assigned to the responsible agency.",
+        ),
+    ],
+)
+def test_status_notes_speak_the_packs_language(
+    city: str, dispatched: str, signed: str, unheld: str
+) -> None:
+    public = load_pack(DEFAULT_CITIES_DIR / city).public
+    assert status_notes("dispatched", "水务局", None, public) == dispatched
+    assert status_notes("signed", "水务局", None, public) == signed
+    assert status_notes("dispatched", None, None, public) == unheld
+    # The department's own words are shown as they are.
+    assert status_notes("resolved", "水务局", "已修复", public) == "已修复"
+
+
+def test_a_public_text_file_missing_a_state_or_filling_in_another_field_is_refused(
+    city_pack: Path,
+) -> None:
+    path = city_pack / "public.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("  closed: 已结案。\n", ""), encoding="utf-8")
+    with pytest.raises(PackError, match="no status note for closed"):
+        load_pack(city_pack)
+    path.write_text(text.replace("已派至{agency}办理", "已派至{phone}办理"), encoding="utf-8")
+    with pytest.raises(PackError, match=r"only \{agency\} may be filled in"):
+        load_pack(city_pack)
 
 
 def test_only_public_parts_of_case_events_are_projected() -> None:
