@@ -52,6 +52,7 @@ class Service:
         http_port: int,
         migrations: Path | None,
         refuse_nul_in_bodies: bool = True,
+        nul_exempt_paths: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.settings = settings
@@ -71,6 +72,7 @@ class Service:
             metrics=self.metrics,
             checks={"postgres": self._check_db, "kafka": self._check_kafka},
             refuse_nul_in_bodies=refuse_nul_in_bodies,
+            nul_exempt_paths=nul_exempt_paths,
         )
 
     @property

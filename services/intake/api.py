@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from services.intake.domain import Rejection, guess_channel
+from services.intake.domain import Rejection, guess_channel, is_json_media_type
 from services.intake.lifecycle import CaseView, open311_status
 from services.intake.open311 import public_address, public_step
 from services.intake.store import IdempotencyKey
@@ -195,6 +195,7 @@ def make_router(intake: Intake) -> APIRouter:
             403: {"description": "The key may not submit requests"},
             409: {"description": "Same source_ref or Idempotency-Key, different content"},
             413: {"description": "Body over 64 KiB"},
+            415: {"description": "A Content-Type other than JSON"},
             422: {"description": "Field-level errors: detail[].loc, msg, type"},
         },
     )
@@ -207,6 +208,12 @@ def make_router(intake: Intake) -> APIRouter:
         """
         started = time.perf_counter()
         client = authorise(request, "platform", "app")
+        if not is_json_media_type(request.headers.get("content-type")):
+            raise refusal(
+                415,
+                Rejection.MEDIA_TYPE,
+                "the body must be JSON, sent with Content-Type: application/json",
+            )
         try:
             body = await read_limited(request)
             key = idempotency_key(request, client)

@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -49,6 +50,12 @@ from shared.topics import Topic, TopicNames
 
 log = structlog.get_logger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
+# intake's request models strip control characters (NUL included) from text themselves,
+# and its Open311 API answers NULs in Open311's own error format (shared.http.RefuseNul).
+NUL_HANDLING: dict[str, Any] = {
+    "refuse_nul_in_bodies": False,
+    "nul_exempt_paths": (open311_api.PREFIX,),
+}
 SERVICE = "intake"
 
 
@@ -301,13 +308,8 @@ async def run(settings: IntakeSettings) -> int:
     except ApiKeysError as error:
         print(f"bad settings: CIVIC_API_KEYS_FILE {error}", file=sys.stderr)
         return 2
-    # intake's request models strip control characters (NUL included) from text itself
     service = Service(
-        SERVICE,
-        settings,
-        http_port=settings.http_port,
-        migrations=MIGRATIONS,
-        refuse_nul_in_bodies=False,
+        SERVICE, settings, http_port=settings.http_port, migrations=MIGRATIONS, **NUL_HANDLING
     )
     await service.start()
     intake = Intake(

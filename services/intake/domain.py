@@ -18,6 +18,14 @@ from shared.events import Channel, CitizenRequest, Location, Reporter, Urgency
 ChannelPayload = HotlineTicket | AppReport | GridReport
 
 
+def is_json_media_type(content_type: str | None) -> bool:
+    """``application/json`` or a ``+json`` type, whatever its parameters (``charset``)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 class Rejection(StrEnum):
     """Why a request was refused: the bounded ``reason`` label of the rejection metric.
 
@@ -28,6 +36,7 @@ class Rejection(StrEnum):
     EMPTY = "empty"  # no bytes at all
     TOO_LARGE = "too_large"  # over 64 KiB
     MALFORMED = "malformed"  # not UTF-8, not JSON, not form-encoded
+    MEDIA_TYPE = "media_type"  # HTTP: a Content-Type other than JSON
     NOT_CLOUDEVENT = "not_cloudevent"  # Kafka: the envelope is not CloudEvents 1.0
     INVALID = "invalid"  # a field breaks the channel's rules (field-level detail)
     CONFLICT = "conflict"  # same identity or Idempotency-Key, different content

@@ -19,7 +19,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.intake.app import MIGRATIONS, Intake, Open311Config
+from services.intake.app import MIGRATIONS, NUL_HANDLING, Intake, Open311Config
 from shared.apikeys import ApiKeys, Client, hash_key
 from shared.citypack import load_pack
 from shared.db import connect_pool, migrate
@@ -89,7 +89,7 @@ async def make_env(
         keys=keys,
         open311=Open311Config(JURISDICTION, "ops@example.org", "https://example.org/keys"),
     )
-    app = create_app(service="intake", metrics=metrics, checks={}, refuse_nul_in_bodies=False)
+    app = create_app(service="intake", metrics=metrics, checks={}, **NUL_HANDLING)
     intake.install(app)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake")
     return IntakeEnv(intake, app, http, pool, registry, topics, database_url)

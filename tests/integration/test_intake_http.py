@@ -6,6 +6,7 @@ import asyncio
 import copy
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.integration.intake_support import IntakeEnv, auth
@@ -320,3 +321,43 @@ async def test_openapi_document_describes_the_api_and_the_channel_payloads(
     body = document["paths"]["/v1/requests"]["post"]["requestBody"]["content"]
     assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/ChannelPayload"}
     assert schemas["AppReport"]["properties"]["text"]["maxLength"] == 4000
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_a_body_not_sent_as_json_gets_415_and_nothing_stored(
+    intake_env: IntakeEnv, content_type: str | None
+) -> None:
+    headers = auth("app") | ({"Content-Type": content_type} if content_type else {})
+    response = await intake_env.http.post(
+        "/v1/requests", content=orjson.dumps(APP), headers=headers
+    )
+    assert response.status_code == 415, response.text
+    assert "application/json" in response.json()["detail"]
+    assert await intake_env.count("requests") == 0
+    assert (
+        intake_env.metric(
+            "requests_rejected_total", channel="unknown", via="http", reason="media_type"
+        )
+        == 1
+    )
+
+
+async def test_json_with_a_charset_or_a_json_suffix_is_accepted(intake_env: IntakeEnv) -> None:
+    for n, content_type in enumerate(
+        ["application/json; charset=utf-8", "application/vnd.civicroute+json"]
+    ):
+        response = await intake_env.http.post(
+            "/v1/requests",
+            content=orjson.dumps(APP | {"source_ref": f"APP-CT-{n}"}),
+            headers=auth("app") | {"Content-Type": content_type},
+        )
+        assert response.status_code == 201, response.text
+
+
+async def test_an_unauthenticated_bad_body_gets_401_before_any_validation(
+    intake_env: IntakeEnv,
+) -> None:
+    response = await intake_env.http.post(
+        "/v1/requests", content=b"{not json", headers={"Content-Type": "text/plain"}
+    )
+    assert response.status_code == 401
