@@ -9,6 +9,10 @@ and prints a per-department breakdown, then, as its last line, one JSON object:
 - precision_auto: accuracy among the dispatched;
 - p50_ms / p99_ms: routing time per request (locate, classify, route).
 
+``--predictions FILE`` writes one CSV row per request (text, expected lead, the lead
+decided or the triage kind, category, confidence, whether it was right, the trace), so
+that people can read the misses.
+
 Without ``--cv`` the pack's trained model is used (trained first if missing).
 ``--cv K`` runs K-fold cross-validation on FILE itself: K models, each trained
 on the other folds of FILE only and measured on its own fold.
@@ -17,6 +21,7 @@ on the other folds of FILE only and measured on its own fold.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import statistics
@@ -104,6 +109,48 @@ def breakdown(results: Sequence[Result]) -> list[str]:
     return lines
 
 
+PREDICTION_COLUMNS = (
+    "line",
+    "text",
+    "expected_lead",
+    "outcome",
+    "decided",
+    "category",
+    "confidence",
+    "right",
+    "trace",
+)
+
+
+def prediction_rows(results: Sequence[Result]) -> list[dict[str, str]]:
+    """One row per request: the lead decided, or ``triage:<kind>``, with its reasons."""
+    rows = []
+    for r in results:
+        outcome = r.outcome
+        decided = outcome.lead if isinstance(outcome, domain.Decision) else f"triage:{outcome.kind}"
+        rows.append(
+            {
+                "line": str(r.row.line),
+                "text": r.row.text,
+                "expected_lead": r.row.expected_lead,
+                "outcome": "dispatched" if r.dispatched else "triage",
+                "decided": decided,
+                "category": outcome.category or "",
+                "confidence": f"{outcome.confidence:.4f}",
+                "right": "yes" if r.right else "no",
+                "trace": " | ".join(outcome.trace),
+            }
+        )
+    return rows
+
+
+def write_predictions(path: Path, results: Sequence[Result]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=PREDICTION_COLUMNS)
+        writer.writeheader()
+        writer.writerows(prediction_rows(results))
+
+
 def cross_validate(pack: CityPack, rows: Sequence[Row], folds: int) -> list[Result]:
     results: list[Result] = []
     for fold in range(folds):
@@ -120,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=FORMATS, required=True, dest="fmt")
     parser.add_argument("--data", type=Path, required=True, help="CSV file to route")
     parser.add_argument("--cv", type=int, default=0, help="K-fold cross-validation on --data")
+    parser.add_argument(
+        "--predictions", type=Path, help="write one CSV row per request here (to read misses)"
+    )
     args = parser.parse_args(argv)
     if args.cv == 1 or args.cv < 0:
         parser.error("--cv needs at least 2 folds")
@@ -141,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {pack.name}: {args.data.name} ({args.fmt}), {mode}")
     for line in breakdown(results):
         print(line)
+    if args.predictions is not None:
+        try:
+            write_predictions(args.predictions, results)
+        except OSError as error:
+            print(f"cannot write predictions: {error}", file=sys.stderr)
+            return 2
+        print(f"predictions: {len(results)} rows in {args.predictions}")
     print(json.dumps(summary(results)))
     return 0
 

@@ -5,6 +5,7 @@ Accuracy-type thresholds are quality, asserted here; timing is printed, never as
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -118,3 +119,36 @@ def test_the_committed_nyc_pack_is_what_the_build_script_derives(tmp_path: Path)
         "examples/nyc311.csv",
     ):
         assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
+
+
+def test_predictions_file_has_a_row_per_request_with_its_decision_and_trace(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = tmp_path / "few.csv"
+    data.write_text(
+        "text,expected_lead,address\n"
+        "公司拖欠工资三个月了,human_resources_social_security,\n"
+        "小区门口垃圾没人清运,community_committee,海淀区学院路\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "predictions.csv"
+    code = evaluate.main(
+        [
+            "--city", "demo-zh", "--format", "labelled", "--data", str(data),
+            "--models-dir", str(tmp_path / "models"), "--predictions", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert f"predictions: 2 rows in {out}" in capsys.readouterr().out
+    with out.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["line"] for r in rows] == ["2", "3"]
+    wages, elsewhere = rows
+    assert (wages["decided"], wages["right"], wages["outcome"]) == (
+        "human_resources_social_security",
+        "yes",
+        "dispatched",
+    )
+    assert "place: none found" in wages["trace"]
+    assert (elsewhere["decided"], elsewhere["right"]) == ("triage:out_of_jurisdiction", "no")
+    assert float(elsewhere["confidence"]) >= 0
