@@ -160,6 +160,13 @@ def request_view(view: CaseView, intake: Intake, *, personal: bool) -> dict[str,
     return result.model_dump(mode="json", exclude_none=not personal)
 
 
+def channels_for(client: Client) -> frozenset[str]:
+    """The channels a client may submit: the platform all three, a citizen app only ``app``."""
+    if "platform" in client.roles:
+        return frozenset({"hotline", "app", "grid"})
+    return frozenset({"app"})
+
+
 def make_router(intake: Intake) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["requests"])
 
@@ -235,6 +242,15 @@ def make_router(intake: Intake) -> APIRouter:
             detail = [{"loc": list(i["loc"]), "msg": i["msg"], "type": i["type"]} for i in items]
             intake.rejected("http", Rejection.INVALID, channel)
             return JSONResponse({"detail": detail}, status_code=422)
+        if payload.channel not in channels_for(client):
+            # hotline tickets carry an operator's urgency and grid reports a trusted checklist
+            # category: both steer routing and deadlines, so only the appeal platform sends them
+            raise refusal(
+                403,
+                Rejection.FORBIDDEN,
+                f"this key may submit only channel(s) {', '.join(sorted(channels_for(client)))}:"
+                f" {payload.channel} requests come from the appeal platform",
+            )
         outcome = await intake.submit(payload, via="http", idempotency=key, started=started)
         if outcome.conflict:
             raise HTTPException(

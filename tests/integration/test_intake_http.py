@@ -361,3 +361,18 @@ async def test_an_unauthenticated_bad_body_gets_401_before_any_validation(
         "/v1/requests", content=b"{not json", headers={"Content-Type": "text/plain"}
     )
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize("payload", [HOTLINE, GRID], ids=["hotline-with-urgency", "grid-trusted"])
+async def test_an_app_key_cannot_submit_fields_that_steer_routing_or_deadlines(
+    intake_env: IntakeEnv, payload: dict[str, Any]
+) -> None:
+    response = await post(
+        intake_env,
+        payload | {"urgency": "emergency"} if payload is HOTLINE else payload,
+        role="app",
+    )
+    assert response.status_code == 403, response.text
+    assert "come from the appeal platform" in response.json()["detail"]
+    assert await intake_env.count("requests") == 0
+    assert (await post(intake_env, payload, role="platform")).status_code == 201
