@@ -17,7 +17,6 @@ import orjson
 import pytest
 import yaml
 from aiokafka.structs import ConsumerRecord
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.escalation import api
@@ -38,6 +37,7 @@ from shared.events import (
     new_event,
     utcnow,
 )
+from shared.http import create_app
 from shared.kafka import Inbound
 from shared.metrics import Metrics
 from shared.topics import TopicNames
@@ -254,7 +254,10 @@ async def make_harness(
                 kafka_bootstrap="127.0.0.1:9", database_url=database_url, **settings
             ),
         )
-        app = FastAPI()
+        # the service's own HTTP face (shared.http): its guards and error answers included
+        app = create_app(
+            service="escalation", metrics=Metrics("http", CollectorRegistry()), checks={}
+        )
         app.include_router(api.make_router(escalation))
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://esc")
         harness = Harness(escalation, client, shared_secrets, pool, registry)

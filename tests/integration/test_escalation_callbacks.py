@@ -528,3 +528,19 @@ async def test_with_no_wait_configured_an_unknown_case_is_refused_at_once(
     response = await h.call("C-NONE", "sign", {"department": LEAD})
     assert response.status_code == 404
     assert h.metric("unknown_case_waits_total", {"outcome": "not_found"}) is None
+
+
+async def test_a_bad_callback_sent_beside_a_good_one_is_refused_alone(h: Harness) -> None:
+    await h.dispatch("C-30", lead=LEAD)
+    await h.dispatch("C-31", lead=WATER)
+    before = (await h.snapshot("C-30"))[:4], await h.outbox_types("C-30")
+    bad, good = await asyncio.gather(
+        h.call("C-30", "sign", {"department": LEAD, "note": "on it\u0000"}),
+        h.call("C-31", "sign", {"department": WATER, "note": "crew on the way"}),
+    )
+    assert bad.status_code == 400
+    assert "NUL" in bad.json()["detail"]
+    assert good.status_code == 200, good.text
+    # the refused one changed nothing of its case (the good one's events fill the outbox)
+    assert ((await h.snapshot("C-30"))[:4], await h.outbox_types("C-30")) == before
+    assert "signed" in await h.outbox_types("C-31")
